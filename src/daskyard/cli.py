@@ -1,0 +1,235 @@
+"""The ``daskyard`` command line: flags only.
+
+Parses arguments into overrides, builds the validated config, and maps every
+error to the contract's exit code (DESIGN.md). It knows nothing of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from daskyard import __version__
+from daskyard.errors import ConfigError, DaskyardError
+
+EXIT_CODES_HELP = """exit codes:
+  0   success
+  1   unexpected error (retried by the Job)
+  2   invalid configuration or arguments (not retried)
+  3   invalid input data (not retried)
+  75  transient infrastructure failure, e.g. scheduler unreachable (retried; resumes)
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a 'did you mean' for mistyped flags and one-line errors."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        hint = ""
+        if "unrecognized arguments:" in message:
+            wrong = message.split(":", 1)[1].split()[0].split("=")[0]
+            known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            close = difflib.get_close_matches(wrong, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}{hint}; see '{self.prog} --help'\n")
+
+
+def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cluster")
+    group.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="Dask scheduler to use, e.g. tcp://daskyard-scheduler.ml.svc.cluster.local:8786 "
+        "(default: $DASK_SCHEDULER_ADDRESS, else an embedded local cluster)",
+    )
+    group.add_argument(
+        "--local-workers",
+        type=int,
+        metavar="N",
+        help="worker processes of the embedded cluster (default: the machine's cores)",
+    )
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--train",
+        metavar="URL",
+        help="training data: a file, directory or glob of Parquet or CSV; any fsspec URL "
+        "(path, file://, s3://, gs://)",
+    )
+    group.add_argument(
+        "--validation",
+        metavar="URL",
+        help="validation data (default: a seeded split of --train, data.validation_fraction)",
+    )
+    group.add_argument("--target", metavar="COL", help="the label column")
+    group.add_argument(
+        "--output",
+        metavar="URL",
+        help="folder for model, metrics.json, manifest.json and checkpoints/",
+    )
+
+
+def _add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML config with the same names as the flags (flat or in sections); flags win",
+    )
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="daskyard",
+        description="Distributed machine-learning training with Dask, on Kubernetes or locally.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"daskyard {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands.required = True
+
+    train = commands.add_parser("train", help="train a model")
+    kinds = train.add_subparsers(dest="kind", metavar="KIND", parser_class=Parser)
+    kinds.required = True
+    xgb = kinds.add_parser(
+        "xgboost",
+        help="gradient-boosted trees with XGBoost on Dask",
+        description="Train XGBoost (hist, DaskQuantileDMatrix) on a Dask cluster. Writes "
+        "model.ubj, metrics.json and manifest.json under --output; checkpoints every "
+        "xgboost.checkpoint_every rounds and resumes from them when rerun.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_flag(xgb)
+    _add_data_flags(xgb)
+    group = xgb.add_argument_group("xgboost")
+    group.add_argument("--rounds", type=int, metavar="N", help="boosting rounds (default 100)")
+    group.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an XGBoost parameter, repeatable: --param max_depth=8 --param "
+        "objective=binary:logistic (tree_method is always hist)",
+    )
+    _add_cluster_flags(xgb)
+    xgb.set_defaults(handler=_train_xgboost)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check a cluster: versions, workers, autoscaler API",
+        description="Print package versions of client, scheduler and workers, the workers and "
+        "their memory, and whether the scheduler serves /api/v1/adaptive_target (what the "
+        "Dask operator's autoscaler polls). Exits 2 when versions differ or the API is missing.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    doctor.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="scheduler address (default: $DASK_SCHEDULER_ADDRESS, else embedded)",
+    )
+    doctor.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to try to reach the scheduler (default 30)",
+    )
+    doctor.set_defaults(handler=_doctor)
+
+    demo = commands.add_parser(
+        "demo",
+        help="generate data and train on an embedded cluster",
+        description="Generate a synthetic classification data set (Parquet) and train XGBoost "
+        "on an embedded local Dask cluster.",
+    )
+    demo.add_argument(
+        "--dir",
+        default="daskyard-demo",
+        metavar="PATH",
+        help="where data and artifacts go (default ./daskyard-demo)",
+    )
+    demo.add_argument(
+        "--rows", type=int, default=300_000, metavar="N", help="rows to generate (default 300000)"
+    )
+    demo.add_argument(
+        "--local-workers",
+        type=int,
+        metavar="N",
+        help="worker processes (default: the machine's cores)",
+    )
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _params(values: Sequence[str]) -> dict[str, Any] | None:
+    from daskyard.config import parse_param
+
+    return dict(parse_param(v) for v in values) or None
+
+
+def _train_xgboost(args: argparse.Namespace) -> int:
+    from daskyard.config import XGBOOST_FLAT_KEYS, XGBoostJobConfig, build_config
+    from daskyard.runner import run_xgboost
+
+    config = build_config(
+        XGBoostJobConfig,
+        config_file=args.config,
+        overrides={
+            ("data", "train"): args.train,
+            ("data", "validation"): args.validation,
+            ("data", "target"): args.target,
+            ("output",): args.output,
+            ("xgboost", "rounds"): args.rounds,
+            ("xgboost", "params"): _params(args.param),
+            ("cluster", "scheduler"): args.scheduler,
+            ("cluster", "local_workers"): args.local_workers,
+        },
+        flat_keys=XGBOOST_FLAT_KEYS,
+    )
+    run_xgboost(config)
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from daskyard.doctor import run_doctor
+
+    return run_doctor(args.scheduler, args.timeout)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from daskyard.demo import run_demo
+
+    if args.rows < 1000:
+        raise ConfigError(f"--rows {args.rows} is too small for a demo: use at least 1000")
+    run_demo(args.dir, args.rows, args.local_workers)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except DaskyardError as exc:
+        print(f"daskyard: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("daskyard: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one place unexpected errors become exit 1
+        print(f"daskyard: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Connect to a Dask cluster, or embed one, and check it can run our work.
+
+One code path for every mode: the trainer receives a ``distributed.Client``
+and never knows whether the scheduler is a pod or a local process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+from distributed import Client, LocalCluster
+from distributed.comm import get_address_host
+
+from daskyard.config import ClusterConfig
+from daskyard.errors import ConfigError, InfrastructureError
+
+# What the Dask operator's DaskAutoscaler polls (and retire_workers, which it POSTs).
+ADAPTIVE_TARGET_PATH = "/api/v1/adaptive_target"
+# The HTTP routes a daskyard scheduler serves: distributed's defaults plus the
+# API the operator's autoscaler needs (off by default upstream).
+SCHEDULER_HTTP_ROUTES = [
+    "distributed.http.scheduler.prometheus",
+    "distributed.http.scheduler.info",
+    "distributed.http.scheduler.json",
+    "distributed.http.health",
+    "distributed.http.proxy",
+    "distributed.http.statics",
+    "distributed.http.scheduler.api",
+]
+# Packages that must be identical on client, scheduler and workers; names as
+# distributed's get_versions reports them (importable module names).
+VERSION_PACKAGES = ["python", "dask", "distributed", "xgboost", "sklearn", "numpy", "pandas"]
+EXTRA_PACKAGES = ["xgboost", "sklearn", "pyarrow"]
+
+
+@contextlib.contextmanager
+def connect(config: ClusterConfig) -> Iterator[Client]:
+    """Yield a client to the configured scheduler, or to an embedded LocalCluster."""
+    if config.scheduler:
+        client = _connect_remote(config.scheduler, config.connect_timeout)
+        try:
+            if config.check_versions:
+                check_versions(client)
+            yield client
+        finally:
+            client.close()
+    else:
+        with embedded_cluster(config.local_workers) as cluster, Client(cluster) as client:
+            yield client
+
+
+def _connect_remote(address: str, timeout: float) -> Client:
+    if "://" not in address:
+        address = f"tcp://{address}"
+    try:
+        return Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise InfrastructureError(
+            f"scheduler {address} unreachable after {timeout:g}s ({type(exc).__name__}): "
+            "check --scheduler / DASK_SCHEDULER_ADDRESS and that the DaskCluster is running"
+        ) from None
+
+
+@contextlib.contextmanager
+def embedded_cluster(n_workers: int | None = None) -> Iterator[LocalCluster]:
+    """A LocalCluster of worker processes (one thread each), closed on exit."""
+    workers = n_workers or os.cpu_count() or 1
+    with (
+        dask.config.set({"distributed.scheduler.http.routes": SCHEDULER_HTTP_ROUTES}),
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address="127.0.0.1:0",
+            host="127.0.0.1",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+    ):
+        yield cluster
+
+
+# ---------------------------------------------------------------- versions
+
+
+@dataclass
+class VersionReport:
+    """One row per package: client, scheduler and each distinct worker version."""
+
+    rows: list[tuple[str, str, str, str]]  # package, client, scheduler, workers
+
+    @property
+    def mismatched(self) -> list[str]:
+        bad = []
+        for package, client, scheduler, workers in self.rows:
+            if len({client, scheduler, *workers.split(", ")} - {"-"}) > 1:
+                bad.append(package)
+        return bad
+
+    def table(self) -> str:
+        header = ("package", "client", "scheduler", "workers")
+        rows = [header, *self.rows]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = []
+        for package, *cells in rows:
+            flag = "  <- mismatch" if package in self.mismatched else ""
+            cols = [package, *cells]
+            lines.append(
+                "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip() + flag
+            )
+        return "\n".join(lines)
+
+
+def version_report(client: Client) -> VersionReport:
+    versions = client.get_versions(check=False, packages=EXTRA_PACKAGES)
+
+    def pick(entry: dict[str, Any] | None, package: str) -> str:
+        if not entry:
+            return "-"
+        value = entry.get("packages", {}).get(package)
+        return str(value) if value is not None else "missing"
+
+    rows = []
+    for package in VERSION_PACKAGES:
+        workers = sorted({pick(w, package) for w in versions.get("workers", {}).values()})
+        rows.append(
+            (
+                "scikit-learn" if package == "sklearn" else package,
+                pick(versions.get("client"), package),
+                pick(versions.get("scheduler"), package),
+                ", ".join(workers) if workers else "-",
+            )
+        )
+    return VersionReport(rows)
+
+
+def check_versions(client: Client) -> VersionReport:
+    report = version_report(client)
+    if report.mismatched:
+        raise ConfigError(
+            f"package versions differ between client, scheduler and workers "
+            f"({', '.join(report.mismatched)}): run the job, scheduler and workers from one "
+            f"image\n{report.table()}"
+        )
+    return report
+
+
+# ---------------------------------------------------------------- HTTP API
+
+
+def scheduler_http_url(client: Client) -> str | None:
+    """Base URL of the scheduler's HTTP server, as reachable from this client."""
+    info = client.scheduler_info(n_workers=0)
+    port = info.get("services", {}).get("dashboard")
+    if not port:
+        return None
+    host = get_address_host(client.scheduler.address)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def adaptive_target(client: Client, timeout: float = 10.0) -> tuple[bool, str]:
+    """Whether the scheduler serves the autoscaler's endpoint, and what it said."""
+    base = scheduler_http_url(client)
+    if base is None:
+        return False, "the scheduler runs no HTTP server (no dashboard port)"
+    url = base + ADAPTIVE_TARGET_PATH
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            payload = json.loads(response.read())
+        return True, f"{url} -> {payload}"
+    except urllib.error.HTTPError as exc:
+        return False, f"{url} -> HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return False, f"{url} -> {exc}"
+
+
+def scheduler_host(client: Client) -> str:
+    """The scheduler's own host (its pod IP in Kubernetes), not the Service name we dialled."""
+    return get_address_host(client.scheduler_info(n_workers=0)["address"])

@@ -1,0 +1,289 @@
+"""What the user asked for: YAML config plus flags, validated with pydantic.
+
+A config file may use nested sections (``data.train``) or the flat flag names
+(``train``); flags override the file. Anything invalid becomes one
+``ConfigError`` line naming the key, where it came from and what to do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from daskyard.errors import ConfigError
+
+DEFAULT_TRACKER_PORT = 8788
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors, so a typo never silently falls back to a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(StrictModel):
+    train: str = Field(description="fsspec URL of the training data: file, directory or glob")
+    target: str = Field(description="name of the label column")
+    validation: str | None = Field(None, description="URL of a validation set")
+    features: list[str] | None = Field(
+        None, description="feature columns (default: all but target)"
+    )
+    categorical: list[str] = Field(
+        default_factory=list, description="columns to treat as categories"
+    )
+    format: Literal["auto", "parquet", "csv"] = "auto"
+    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _target_is_not_a_feature(self) -> DataConfig:
+        if self.features is not None and self.target in self.features:
+            raise ValueError(f"target column '{self.target}' is also listed in features")
+        return self
+
+
+class ClusterConfig(StrictModel):
+    scheduler: str | None = Field(None, description="tcp://host:8786; default: embedded cluster")
+    local_workers: int | None = Field(None, gt=0, description="embedded cluster worker count")
+    connect_timeout: float = Field(30.0, gt=0.0, description="seconds to reach the scheduler")
+    check_versions: bool = True
+
+
+class XGBoostConfig(StrictModel):
+    rounds: int = Field(100, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    early_stopping_rounds: int | None = Field(None, gt=0)
+    checkpoint_every: int = Field(10, gt=0)
+    progress_every: int = Field(10, gt=0)
+    # None: DEFAULT_TRACKER_PORT against a remote scheduler (the port the chart's
+    # NetworkPolicy opens), any free port on an embedded cluster.
+    tracker_port: int | None = Field(None, ge=0, le=65535)
+    tracker_host: str | None = Field(None, description="default: the scheduler's own address")
+
+    @model_validator(mode="after")
+    def _tree_method_is_hist(self) -> XGBoostConfig:
+        method = self.params.get("tree_method", "hist")
+        if method != "hist":
+            raise ValueError(f"tree_method '{method}' is not supported; daskyard trains with hist")
+        return self
+
+
+class XGBoostJobConfig(StrictModel):
+    data: DataConfig
+    output: str = Field(description="fsspec URL of the run's output folder")
+    checkpoints: str | None = Field(None, description="default: <output>/checkpoints")
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    xgboost: XGBoostConfig = Field(default_factory=XGBoostConfig)
+
+    @property
+    def checkpoint_url(self) -> str:
+        return self.checkpoints or self.output.rstrip("/") + "/checkpoints"
+
+
+# Flat names (the CLI flags) and where they live in the nested config.
+XGBOOST_FLAT_KEYS: dict[str, tuple[str, ...]] = {
+    "train": ("data", "train"),
+    "validation": ("data", "validation"),
+    "target": ("data", "target"),
+    "features": ("data", "features"),
+    "categorical": ("data", "categorical"),
+    "scheduler": ("cluster", "scheduler"),
+    "local_workers": ("cluster", "local_workers"),
+    "rounds": ("xgboost", "rounds"),
+    "params": ("xgboost", "params"),
+    "param": ("xgboost", "params"),
+}
+
+# Which flag sets a key, for messages: the user typed the flag, not the path.
+FLAG_FOR_PATH = {
+    ("data", "train"): "--train",
+    ("data", "validation"): "--validation",
+    ("data", "target"): "--target",
+    ("output",): "--output",
+    ("cluster", "scheduler"): "--scheduler",
+    ("cluster", "local_workers"): "--local-workers",
+    ("xgboost", "rounds"): "--rounds",
+    ("xgboost", "params"): "--param",
+}
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a YAML config file into a mapping, or raise one clear ConfigError."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{file}' not found: check the --config path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file '{file}' cannot be read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file '{file}' is not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file '{file}' must hold a mapping of keys (like 'data:' or 'rounds:'), "
+            f"not a {type(data).__name__}"
+        )
+    return data
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, typed value); values are read as YAML scalars (1, 0.1, true, abc)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--param '{text}' is not KEY=VALUE (for example --param max_depth=6)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, dict | list):
+        value = raw  # KEY=[a] or KEY={b} stays text; estimator params are scalars
+    return key, value
+
+
+# User-owned mappings: their keys are passed through untouched.
+OPAQUE_SECTIONS = frozenset({"params", "storage_options", "space"})
+
+
+def _normalise_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """Accept ``local-workers`` as well as ``local_workers`` in every section."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = str(key).replace("-", "_")
+        if isinstance(value, Mapping) and name not in OPAQUE_SECTIONS:
+            value = _normalise_keys(value)
+        out[name] = dict(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def _merge_into(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    """Set ``path`` in ``tree``; two mappings meeting there are merged key by key."""
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{part}' must be a section (a mapping), not a value")
+        node = child
+    if isinstance(value, dict) and isinstance(node.get(path[-1]), dict):
+        node[path[-1]].update(value)
+    else:
+        node[path[-1]] = value
+
+
+def _nest_flat_keys(
+    raw: dict[str, Any], flat_keys: Mapping[str, tuple[str, ...]]
+) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in raw.items():
+        _merge_into(nested, flat_keys.get(key, (key,)), value)
+    return nested
+
+
+def build_config(
+    model: type[Model],
+    *,
+    config_file: str | None,
+    overrides: Mapping[tuple[str, ...], Any],
+    flat_keys: Mapping[str, tuple[str, ...]],
+    flag_for_path: Mapping[tuple[str, ...], str] = FLAG_FOR_PATH,
+    env: Mapping[str, str] | None = None,
+) -> Model:
+    """Merge file < flags, fill the scheduler from the environment, validate.
+
+    ``overrides`` maps nested paths to flag values; ``None`` values are unset flags.
+    A ``params`` override is merged key by key into the file's params.
+    """
+    env = os.environ if env is None else env
+    raw = read_config_file(config_file) if config_file else {}
+    tree = _nest_flat_keys(_normalise_keys(raw), flat_keys)
+    for path, value in overrides.items():
+        if value is None:
+            continue
+        _merge_into(tree, path, value)
+    if "cluster" in model.model_fields:
+        cluster = tree.setdefault("cluster", {})
+        if isinstance(cluster, dict) and not cluster.get("scheduler"):
+            address = env.get("DASK_SCHEDULER_ADDRESS")
+            if address:
+                cluster["scheduler"] = address
+    try:
+        return model.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(
+            describe_validation_error(exc, model, config_file, flag_for_path, overrides)
+        ) from None
+
+
+def describe_validation_error(
+    exc: ValidationError,
+    model: type[BaseModel],
+    config_file: str | None,
+    flag_for_path: Mapping[tuple[str, ...], str],
+    overrides: Mapping[tuple[str, ...], Any],
+) -> str:
+    """First error as one line: key, source (flag or file), problem, what to do."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    path = tuple(str(p) for p in first["loc"])
+    key = ".".join(path) if path else "(top level)"
+    flag = flag_for_path.get(path)
+    from_flag = overrides.get(path) is not None
+    if from_flag and flag:
+        source = f"flag {flag}"
+    elif config_file:
+        source = f"config file '{config_file}'"
+    else:
+        source = "arguments"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        known = _known_keys(model, path[:-1])
+        hint = difflib.get_close_matches(path[-1], known, n=1)
+        did_you_mean = (
+            f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(known)}"
+        )
+        line = f"unknown config key '{key}' in {source}{did_you_mean}"
+    elif kind == "missing":
+        how = f"pass {flag} or set '{key}' in the config file" if flag else f"set '{key}'"
+        line = f"missing required value '{key}': {how}"
+    else:
+        value = first.get("input")
+        shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+        line = f"invalid value for '{key}' in {source}{shown}: {first['msg']}"
+    if len(errors) > 1:
+        line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return line
+
+
+def _known_keys(model: type[BaseModel], section: tuple[str, ...]) -> list[str]:
+    current: Any = model
+    for part in section:
+        field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        current = annotation
+    return sorted(current.model_fields)
+
+
+def resolved(config: BaseModel) -> dict[str, Any]:
+    """The config as it will run, for manifests; credentials are never recorded."""
+    data = config.model_dump(mode="json")
+    if data.get("storage_options"):
+        data["storage_options"] = {key: "***" for key in data["storage_options"]}
+    return data

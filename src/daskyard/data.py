@@ -1,0 +1,456 @@
+"""Load and validate tabular training data on the workers.
+
+Files are listed on the client (metadata only); schemas and rows are read by
+the workers. Every file becomes one partition of one dask DataFrame, so features
+and target always come from the same collection with the same partitions, and
+any problem can name the file it was found in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+from distributed import Client
+
+from daskyard.artifacts import url_to_fs
+from daskyard.errors import DataError
+
+PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
+# Marks validation rows when the validation set is split off the training data.
+SPLIT_COLUMN = "__daskyard_validation__"
+FEATURE_DTYPE = np.float32  # what XGBoost and most estimators compute in anyway
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """The files behind one data URL, listed once on the client."""
+
+    url: str
+    files: tuple[str, ...]  # full URLs the workers can open
+    format: str  # "parquet" | "csv"
+    fingerprint: str
+    storage_options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """Which columns to read and what they become."""
+
+    features: tuple[str, ...]
+    target: str
+    categorical: tuple[str, ...]
+    file_dtypes: dict[str, str]  # column -> dtype as read from the first file
+    numeric_target: bool
+
+
+@dataclass
+class LoadedData:
+    """Training (and validation) rows persisted on the workers."""
+
+    train: dd.DataFrame
+    validation: dd.DataFrame
+    plan: ColumnPlan
+    sources: list[DataSource]
+    rows: dict[str, int]
+    label_summary: dict[str, Any]
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256("".join(s.fingerprint for s in self.sources).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- listing (client)
+
+
+def _detect_format(name: str) -> str | None:
+    lowered = name.lower()
+    if lowered.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if lowered.endswith(CSV_SUFFIXES):
+        return "csv"
+    return None
+
+
+def list_source(url: str, fmt: str, storage_options: dict[str, Any]) -> DataSource:
+    """Expand a file, directory or glob URL into its data files (metadata only)."""
+    try:
+        fs, path = url_to_fs(url, storage_options)
+        if any(ch in path for ch in "*?["):
+            candidates = fs.glob(path)
+        elif fs.isdir(path):
+            candidates = fs.find(path)
+        elif fs.exists(path):
+            candidates = [path]
+        else:
+            raise DataError(f"no data at '{url}': the path does not exist; check the URL")
+        infos = [fs.info(c) for c in sorted(candidates)]
+    except DataError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot list data at '{url}': {exc}") from None
+    files = []
+    for info in infos:
+        name = posixpath.basename(info["name"])
+        # Hidden files and markers such as _SUCCESS or _metadata are not data.
+        if info.get("type") == "directory" or name.startswith((".", "_")):
+            continue
+        detected = _detect_format(name)
+        if fmt == "auto" and detected is None:
+            continue
+        files.append((info, detected))
+    if not files:
+        raise DataError(
+            f"no Parquet or CSV files found at '{url}': point --train/--validation at a file, "
+            "a directory or a glob of .parquet or .csv files"
+        )
+    formats = {detected for _, detected in files} if fmt == "auto" else {fmt}
+    if len(formats) > 1:
+        raise DataError(f"'{url}' mixes Parquet and CSV files: keep one format per data set")
+    identity = [
+        (i["name"], i.get("size"), str(i.get("ETag") or i.get("mtime") or "")) for i, _ in files
+    ]
+    return DataSource(
+        url=url,
+        files=tuple(fs.unstrip_protocol(info["name"]) for info, _ in files),
+        format=formats.pop(),
+        fingerprint=hashlib.sha256(repr(identity).encode()).hexdigest(),
+        storage_options=dict(storage_options),
+    )
+
+
+# ---------------------------------------------------------------- reading (workers)
+
+
+def _open(url: str, storage_options: dict[str, Any]):
+    fs, path = url_to_fs(url, storage_options)
+    return fs.open(path, "rb")
+
+
+def read_file_schema(url: str, fmt: str, storage_options: dict[str, Any]) -> dict[str, str]:
+    """Column -> dtype of one file, from the Parquet footer or a CSV sample. Runs on a worker."""
+    try:
+        with _open(url, storage_options) as handle:
+            if fmt == "parquet":
+                import pyarrow.parquet as pq
+
+                empty = pq.read_schema(handle).empty_table().to_pandas()
+            else:
+                empty = pd.read_csv(handle, nrows=1000, compression="infer")
+    except Exception as exc:
+        raise DataError(
+            f"cannot read '{url}' as {fmt}: {_reason(exc)}; the file is truncated, corrupt "
+            "or not of that format: replace or remove it"
+        ) from None
+    if empty.columns.duplicated().any():
+        dup = empty.columns[empty.columns.duplicated()][0]
+        raise DataError(f"column '{dup}' appears twice in '{url}': column names must be unique")
+    return {str(c): str(t) for c, t in empty.dtypes.items()}
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def _kind(dtype: str) -> str:
+    if dtype in ("bool", "boolean"):
+        return "bool"
+    try:
+        return {"i": "numeric", "u": "numeric", "f": "numeric", "b": "bool"}.get(
+            np.dtype(dtype).kind, "other"
+        )
+    except TypeError:  # pandas extension dtypes: Int64, Float32, string, category
+        lowered = dtype.lower()
+        if lowered.startswith(("int", "uint", "float")):
+            return "numeric"
+        return "other"
+
+
+def read_partition(
+    url: str,
+    index: int,
+    source_format: str,
+    storage_options: dict[str, Any],
+    plan: ColumnPlan,
+    split: tuple[int, float] | None,
+) -> pd.DataFrame:
+    """Read one file into the partition's frame, validating as it goes. Runs on a worker."""
+    columns = [*plan.features, plan.target]
+    try:
+        with _open(url, storage_options) as handle:
+            if source_format == "parquet":
+                frame = pd.read_parquet(handle, columns=columns)
+            else:
+                frame = pd.read_csv(handle, usecols=columns, compression="infer")
+    except Exception as exc:
+        raise DataError(
+            f"cannot read '{url}' as {source_format}: {_reason(exc)}; replace or remove the file"
+        ) from None
+    return prepare_partition(frame, url, index, plan, split)
+
+
+def prepare_partition(
+    frame: pd.DataFrame,
+    url: str,
+    index: int,
+    plan: ColumnPlan,
+    split: tuple[int, float] | None,
+) -> pd.DataFrame:
+    """Check one partition's columns and values; cast features; mark validation rows."""
+    for column in [*plan.features, plan.target]:
+        expected = plan.file_dtypes[column]
+        if column in plan.categorical:
+            continue
+        actual = str(frame[column].dtype)
+        if _kind(actual) != _kind(expected) and not (len(frame) == 0):
+            raise DataError(
+                f"column '{column}' is {actual} in '{url}' but {expected} in the first file: "
+                "all files of a data set need the same columns and types"
+            )
+    target = frame[plan.target]
+    missing = target.isna()
+    if missing.any():
+        first = int(np.flatnonzero(missing.to_numpy())[0])
+        raise DataError(
+            f"target column '{plan.target}' has {int(missing.sum())} missing values in '{url}' "
+            f"(first at row {first}): drop or fill those rows"
+        )
+    out = pd.DataFrame(index=pd.RangeIndex(len(frame)))
+    for column in plan.features:
+        if column in plan.categorical:
+            out[column] = frame[column].astype("string").to_numpy()
+        else:
+            out[column] = frame[column].to_numpy(dtype=FEATURE_DTYPE, na_value=np.nan)
+    if plan.numeric_target:
+        out[plan.target] = target.to_numpy(dtype=FEATURE_DTYPE)
+    else:
+        out[plan.target] = target.to_numpy()
+    if split is not None:
+        seed, fraction = split
+        # Seeded per file, so the split is the same whatever the cluster looks like.
+        rng = np.random.default_rng([seed, index])
+        out[SPLIT_COLUMN] = rng.random(len(out)) < fraction
+    return out
+
+
+def partition_stats(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    """Row counts and label range of one partition, for the checks that need all data."""
+    labels = frame[target]
+    numeric = pd.api.types.is_numeric_dtype(labels) and len(labels) > 0
+    valid = frame[SPLIT_COLUMN] if SPLIT_COLUMN in frame else pd.Series(False, index=frame.index)
+    return pd.DataFrame(
+        {
+            "rows": [len(frame)],
+            "validation_rows": [int(valid.sum())],
+            "label_min": [float(labels.min()) if numeric else np.nan],
+            "label_max": [float(labels.max()) if numeric else np.nan],
+            "label_integral": [bool(np.all(np.mod(labels, 1) == 0)) if numeric else False],
+        }
+    )
+
+
+# ---------------------------------------------------------------- planning (client)
+
+
+def plan_columns(
+    schemas: Sequence[tuple[str, dict[str, str]]],
+    target: str,
+    features: Sequence[str] | None,
+    categorical: Sequence[str],
+    numeric_target: bool,
+) -> ColumnPlan:
+    """Check schemas agree and columns exist and are usable; decide features."""
+    first_url, first = schemas[0]
+    for url, schema in schemas[1:]:
+        if list(schema) != list(first):
+            missing = [c for c in first if c not in schema]
+            extra = [c for c in schema if c not in first]
+            detail = (
+                ", ".join(
+                    part
+                    for part in (
+                        f"missing {missing}" if missing else "",
+                        f"extra {extra}" if extra else "",
+                    )
+                    if part
+                )
+                or "same columns in a different order"
+            )
+            if missing or extra:
+                raise DataError(
+                    f"'{url}' has different columns than '{first_url}' ({detail}): "
+                    "all files of a data set need the same columns"
+                )
+        for column, dtype in schema.items():
+            if _kind(dtype) != _kind(first[column]):
+                raise DataError(
+                    f"column '{column}' is {dtype} in '{url}' but {first[column]} in "
+                    f"'{first_url}': all files of a data set need the same column types"
+                )
+    if target not in first:
+        raise DataError(
+            f"target column '{target}' not found in '{first_url}'; columns are: "
+            f"{', '.join(list(first)[:20])}{' ...' if len(first) > 20 else ''}"
+        )
+    chosen = list(features) if features is not None else [c for c in first if c != target]
+    unknown = [c for c in [*chosen, *categorical] if c not in first]
+    if unknown:
+        raise DataError(f"column '{unknown[0]}' listed in the config is not in '{first_url}'")
+    if not chosen:
+        raise DataError(f"'{first_url}' has no feature columns besides the target '{target}'")
+    for column in chosen:
+        if column not in categorical and _kind(first[column]) == "other":
+            raise DataError(
+                f"feature column '{column}' in '{first_url}' is {first[column]}, not numeric: "
+                "list it under data.categorical or leave it out of data.features"
+            )
+    if numeric_target and _kind(first[target]) == "other":
+        raise DataError(
+            f"target column '{target}' in '{first_url}' is {first[target]}, not numeric: "
+            "encode the labels as numbers"
+        )
+    return ColumnPlan(
+        features=tuple(chosen),
+        target=target,
+        categorical=tuple(c for c in categorical if c in chosen),
+        file_dtypes=dict(first),
+        numeric_target=numeric_target,
+    )
+
+
+def _frame_from_source(
+    source: DataSource, plan: ColumnPlan, split: tuple[int, float] | None
+) -> dd.DataFrame:
+    meta = prepare_partition(
+        pd.DataFrame(
+            {c: pd.Series(dtype=plan.file_dtypes[c]) for c in [*plan.features, plan.target]}
+        ),
+        source.url,
+        0,
+        plan,
+        split,
+    )
+    return dd.from_map(
+        read_partition,
+        list(source.files),
+        list(range(len(source.files))),
+        source_format=source.format,
+        storage_options=source.storage_options,
+        plan=plan,
+        split=split,
+        meta=meta,
+        enforce_metadata=False,
+        label="daskyard-read",
+    )
+
+
+def _collect_schemas(client: Client, source: DataSource) -> list[tuple[str, dict[str, str]]]:
+    futures = client.map(
+        read_file_schema,
+        list(source.files),
+        fmt=source.format,
+        storage_options=source.storage_options,
+        pure=False,
+    )
+    return list(zip(source.files, client.gather(futures), strict=True))
+
+
+def load_training_data(
+    client: Client,
+    *,
+    train_url: str,
+    validation_url: str | None,
+    target: str,
+    features: Sequence[str] | None,
+    categorical: Sequence[str],
+    fmt: str,
+    storage_options: dict[str, Any],
+    validation_fraction: float,
+    seed: int,
+    numeric_target: bool = True,
+) -> LoadedData:
+    """List, validate and persist the data on the workers; raise DataError naming the file."""
+    train_source = list_source(train_url, fmt, storage_options)
+    sources = [train_source]
+    schemas = _collect_schemas(client, train_source)
+    valid_source = None
+    if validation_url:
+        valid_source = list_source(validation_url, fmt, storage_options)
+        sources.append(valid_source)
+        schemas_valid = _collect_schemas(client, valid_source)
+    plan = plan_columns(schemas, target, features, categorical, numeric_target)
+    if valid_source is not None:
+        plan_columns(
+            [schemas[0], *schemas_valid], target, plan.features, plan.categorical, numeric_target
+        )
+        train = _frame_from_source(train_source, plan, None).persist()
+        validation = _frame_from_source(valid_source, plan, None).persist()
+        train_stats = _stats(train, plan)
+        valid_stats = _stats(validation, plan)
+        rows = {
+            "train": int(train_stats["rows"].sum()),
+            "validation": int(valid_stats["rows"].sum()),
+        }
+        stats = pd.concat([train_stats, valid_stats])
+    else:
+        frame = _frame_from_source(train_source, plan, (seed, validation_fraction)).persist()
+        stats = _stats(frame, plan)
+        total = int(stats["rows"].sum())
+        held_out = int(stats["validation_rows"].sum())
+        rows = {"train": total - held_out, "validation": held_out}
+        train = frame[~frame[SPLIT_COLUMN]].drop(columns=[SPLIT_COLUMN]).persist()
+        validation = frame[frame[SPLIT_COLUMN]].drop(columns=[SPLIT_COLUMN]).persist()
+        del frame
+    if rows["train"] == 0:
+        raise DataError(f"no rows in '{train_url}' ({len(train_source.files)} file(s), all empty)")
+    if rows["validation"] == 0:
+        where = validation_url or f"the {validation_fraction:.0%} split of '{train_url}'"
+        raise DataError(
+            f"no validation rows in {where}: add data or raise data.validation_fraction"
+        )
+    if plan.categorical:
+        train, validation = _known_categories(plan, train, validation)
+    nonempty = stats[stats["rows"] > 0]
+    labels = {
+        "min": float(nonempty["label_min"].min()),
+        "max": float(nonempty["label_max"].max()),
+        "integral": bool(nonempty["label_integral"].all()),
+    }
+    return LoadedData(
+        train=train,
+        validation=validation,
+        plan=plan,
+        sources=sources,
+        rows=rows,
+        label_summary=labels,
+    )
+
+
+def _stats(frame: dd.DataFrame, plan: ColumnPlan) -> pd.DataFrame:
+    meta = partition_stats(
+        pd.DataFrame({plan.target: pd.Series(dtype="float32")}), plan.target
+    ).iloc[:0]
+    return frame.map_partitions(partition_stats, plan.target, meta=meta).compute()
+
+
+def _known_categories(
+    plan: ColumnPlan, train: dd.DataFrame, validation: dd.DataFrame
+) -> tuple[dd.DataFrame, dd.DataFrame]:
+    """One category set per column across all partitions, as XGBoost requires."""
+    import dask
+
+    uniques = dask.compute(
+        *[dd.concat([train[c], validation[c]]).dropna().unique() for c in plan.categorical]
+    )
+    dtypes = {
+        c: pd.CategoricalDtype(sorted(u)) for c, u in zip(plan.categorical, uniques, strict=True)
+    }
+    return train.astype(dtypes).persist(), validation.astype(dtypes).persist()

@@ -1,0 +1,324 @@
+"""XGBoost on Dask: DaskQuantileDMatrix, hist, checkpoints and resume.
+
+Takes a validated config and a client; never reads argv or the environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import dask
+import numpy as np
+import xgboost
+import xgboost.dask as dxgb
+from distributed import Client
+from xgboost import collective
+
+from daskyard import progress
+from daskyard.artifacts import Timings, join_url, package_versions, stable_hash, write_run_outputs
+from daskyard.checkpoints import CheckpointStore
+from daskyard.cluster import scheduler_host
+from daskyard.config import DEFAULT_TRACKER_PORT, XGBoostJobConfig, resolved
+from daskyard.data import LoadedData, load_training_data
+from daskyard.errors import ConfigError, DataError, InfrastructureError
+
+CLASSIFICATION_METRICS = {"binary": ["auc", "logloss"], "multi": ["mlogloss", "merror"]}
+REGRESSION_METRICS = ["rmse"]
+# Failures of the cluster rather than of the job: a retried pod may succeed.
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError)
+try:
+    from distributed.scheduler import KilledWorker
+
+    INFRASTRUCTURE_ERRORS += (KilledWorker,)
+except ImportError:  # pragma: no cover - distributed moved it
+    pass
+
+
+@dataclass
+class XGBoostResult:
+    booster: xgboost.Booster
+    metrics: dict[str, Any]
+    manifest: dict[str, Any]
+    output: str
+
+
+class RoundCallback(xgboost.callback.TrainingCallback):
+    """Runs on every worker; rank 0 checkpoints and reports progress."""
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        checkpoint_every: int,
+        progress_every: int,
+        total_rounds: int,
+        start_round: int,
+        topic: str,
+    ) -> None:
+        self.store = store
+        self.checkpoint_every = checkpoint_every
+        self.progress_every = progress_every
+        self.total_rounds = total_rounds
+        self.start_round = start_round
+        self.topic = topic
+
+    def after_iteration(self, model: xgboost.Booster, epoch: int, evals_log: dict) -> bool:
+        if collective.get_rank() != 0:
+            return False
+        done = epoch + 1  # epochs count on from the resumed model's rounds
+        # The final model is written by the job itself; a checkpoint of it is never needed.
+        if done % self.checkpoint_every == 0 and done < self.total_rounds:
+            self.store.save(done, bytes(model.save_raw("ubj")))
+        if done % self.progress_every == 0 or done == self.total_rounds:
+            metrics = {
+                f"{data}-{name}": float(values[-1])
+                for data, by_metric in evals_log.items()
+                for name, values in by_metric.items()
+            }
+            progress.publish(
+                self.topic,
+                {
+                    "step": done,
+                    "total": self.total_rounds,
+                    "start": self.start_round,
+                    "metrics": metrics,
+                },
+            )
+        return False
+
+
+def objective_family(params: dict[str, Any]) -> str:
+    objective = str(params.get("objective", "reg:squarederror"))
+    prefix = objective.split(":", 1)[0]
+    return {"binary": "binary", "multi": "multi"}.get(prefix, "regression")
+
+
+def training_params(user_params: dict[str, Any]) -> dict[str, Any]:
+    params = {"tree_method": "hist", "verbosity": 1, **user_params}
+    if "eval_metric" not in params:
+        family = objective_family(params)
+        params["eval_metric"] = CLASSIFICATION_METRICS.get(family, REGRESSION_METRICS)
+    return params
+
+
+def check_params(params: dict[str, Any], n_features: int) -> None:
+    """Fail before any cluster work on parameters XGBoost rejects (exit 2)."""
+    family = objective_family(params)
+    classes = int(params.get("num_class", 2)) if family == "multi" else 2
+    features = np.zeros((classes, max(n_features, 1)), dtype=np.float32)
+    labels = np.arange(classes, dtype=np.float32) if family != "regression" else np.zeros(classes)
+    probe = {**params, "nthread": 1, "verbosity": 0}
+    try:
+        xgboost.train(probe, xgboost.DMatrix(features, label=labels), num_boost_round=1)
+    except xgboost.core.XGBoostError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(
+            f"XGBoost rejects the parameters in xgboost.params / --param: {first}"
+        ) from None
+
+
+def check_labels(data: LoadedData, params: dict[str, Any]) -> None:
+    family = objective_family(params)
+    labels, target = data.label_summary, data.plan.target
+    if family == "binary" and (labels["min"] < 0 or labels["max"] > 1):
+        raise DataError(
+            f"target column '{target}' holds values in [{labels['min']:g}, {labels['max']:g}] but "
+            f"objective {params.get('objective')} needs labels in [0, 1]"
+        )
+    if family == "multi":
+        classes = int(params.get("num_class", 0))
+        if not labels["integral"] or labels["min"] < 0 or labels["max"] >= classes:
+            raise DataError(
+                f"target column '{target}' must hold class indices 0..{classes - 1} for "
+                f"objective {params.get('objective')}: found [{labels['min']:g}, {labels['max']:g}]"
+            )
+
+
+def run_identity(config: XGBoostJobConfig, data_fingerprint: str) -> str:
+    """Same config and same data -> same run id -> a restarted job finds its checkpoints."""
+    identity = resolved(config)
+    identity.pop("cluster", None)  # where it runs does not change the model
+    for key in ("progress_every", "checkpoint_every", "tracker_port", "tracker_host"):
+        identity["xgboost"].pop(key, None)
+    return "xgb-" + stable_hash({"config": identity, "data": data_fingerprint})
+
+
+def _collective_config(
+    client: Client, config: XGBoostJobConfig, embedded: bool
+) -> collective.Config:
+    host = config.xgboost.tracker_host or scheduler_host(client)
+    port = config.xgboost.tracker_port
+    if port is None:
+        port = 0 if embedded else DEFAULT_TRACKER_PORT
+    return collective.Config(tracker_host_ip=host, tracker_port=port, retry=3, timeout=600)
+
+
+def _regression_r2(client: Client, booster: xgboost.Booster, data: LoadedData) -> float:
+    features = list(data.plan.features)
+    predictions = dxgb.predict(client, booster, data.validation[features])
+    truth = data.validation[data.plan.target].to_dask_array(lengths=True)
+    if hasattr(predictions, "to_dask_array"):
+        predictions = predictions.to_dask_array(lengths=True)
+    residual, total = dask.compute(
+        ((truth - predictions) ** 2).sum(), ((truth - truth.mean()) ** 2).sum()
+    )
+    return float(1.0 - residual / total) if total > 0 else float("nan")
+
+
+def train_xgboost(
+    config: XGBoostJobConfig,
+    client: Client,
+    *,
+    embedded: bool = False,
+    stream: TextIO | None = None,
+) -> XGBoostResult:
+    """Load, validate, train (resuming from checkpoints), evaluate, write artifacts."""
+    timings = Timings()
+    params = training_params(config.xgboost.params)
+    data = load_training_data(
+        client,
+        train_url=config.data.train,
+        validation_url=config.data.validation,
+        target=config.data.target,
+        features=config.data.features,
+        categorical=config.data.categorical,
+        fmt=config.data.format,
+        storage_options=config.storage_options,
+        validation_fraction=config.data.validation_fraction,
+        seed=config.data.seed,
+    )
+    check_params(params, len(data.plan.features))
+    check_labels(data, params)
+    timings.lap("load_and_validate")
+    progress.say(
+        stream,
+        f"data: {data.rows['train']:,} training rows, {data.rows['validation']:,} validation rows, "
+        f"{len(data.plan.features)} features, {data.train.npartitions} partitions",
+    )
+
+    run_id = run_identity(config, data.fingerprint)
+    total = config.xgboost.rounds
+    store = CheckpointStore(join_url(config.checkpoint_url, run_id), "ubj", config.storage_options)
+    resumed = store.latest(lambda raw: xgboost.Booster(model_file=bytearray(raw)), below=total)
+    start_round, base_model = (resumed[0], resumed[1]) if resumed else (0, None)
+    if resumed:
+        progress.say(stream, f"resuming run {run_id} from checkpoint at round {start_round}")
+
+    features = list(data.plan.features)
+    target = data.plan.target
+    train_x, train_y = data.train[features], data.train[target]
+    valid_x, valid_y = data.validation[features], data.validation[target]
+    # Same collection, same partitions: xgboost.dask pairs X and y partition by partition.
+    assert train_x.npartitions == train_y.npartitions
+    categorical = bool(data.plan.categorical)
+    coll_cfg = _collective_config(client, config, embedded)
+    try:
+        dtrain = dxgb.DaskQuantileDMatrix(client, train_x, train_y, enable_categorical=categorical)
+        dvalid = dxgb.DaskQuantileDMatrix(
+            client, valid_x, valid_y, ref=dtrain, enable_categorical=categorical
+        )
+        timings.lap("build_matrix")
+        topic = progress.new_topic("xgboost")
+        callback = RoundCallback(
+            store,
+            config.xgboost.checkpoint_every,
+            config.xgboost.progress_every,
+            total,
+            start_round,
+            topic,
+        )
+        with progress.ProgressPrinter(client, topic, "round", stream):
+            result = dxgb.train(
+                client,
+                params,
+                dtrain,
+                num_boost_round=total - start_round,
+                evals=[(dvalid, "validation")],
+                early_stopping_rounds=config.xgboost.early_stopping_rounds,
+                xgb_model=base_model,
+                callbacks=[callback],
+                verbose_eval=False,
+                coll_cfg=coll_cfg,
+            )
+    except xgboost.core.XGBoostError as exc:
+        raise _classify_xgboost_error(exc) from None
+    except INFRASTRUCTURE_ERRORS as exc:
+        raise InfrastructureError(
+            f"training lost contact with the cluster ({type(exc).__name__}: {exc}); "
+            "rerun the job to resume from the last checkpoint"
+        ) from None
+    timings.lap("train")
+
+    booster: xgboost.Booster = result["booster"]
+    history = result["history"].get("validation", {})
+    best = (
+        getattr(booster, "best_iteration", None) if config.xgboost.early_stopping_rounds else None
+    )
+    # With a resumed run, the history covers only this process's rounds.
+    index = (best - start_round) if best is not None and best >= start_round else -1
+    validation = {name: float(values[index]) for name, values in history.items()}
+    if objective_family(params) == "regression":
+        validation["r2"] = _regression_r2(client, booster, data)
+    timings.lap("evaluate")
+
+    metrics = {
+        "validation": validation,
+        "rounds": booster.num_boosted_rounds(),
+        "best_iteration": best,
+        "rows": data.rows,
+    }
+    manifest = {
+        "run_id": run_id,
+        "kind": "xgboost",
+        "config": resolved(config),
+        "versions": package_versions(),
+        "data": {
+            "fingerprint": data.fingerprint,
+            "sources": [
+                {
+                    "url": s.url,
+                    "files": len(s.files),
+                    "format": s.format,
+                    "fingerprint": s.fingerprint,
+                }
+                for s in data.sources
+            ],
+            "rows": data.rows,
+            "features": features,
+            "target": target,
+        },
+        "training": {
+            "params": params,
+            "rounds": booster.num_boosted_rounds(),
+            "resumed_from_round": start_round,
+            "workers": len(client.scheduler_info(n_workers=-1)["workers"]),
+            "tracker": f"{coll_cfg.tracker_host_ip}:{coll_cfg.tracker_port}",
+            "checkpoints": store.url,
+        },
+    }
+    model = bytes(booster.save_raw("ubj"))
+    manifest["timings"] = timings.as_dict()
+    write_run_outputs(
+        config.output, {"model.ubj": model}, metrics, manifest, config.storage_options
+    )
+    return XGBoostResult(booster=booster, metrics=metrics, manifest=manifest, output=config.output)
+
+
+def _classify_xgboost_error(exc: Exception) -> Exception:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lowered = text.lower()
+    if "label" in lowered:
+        return DataError(f"XGBoost rejects the target values: {text}")
+    if "parameter" in lowered or "objective" in lowered:
+        return ConfigError(f"XGBoost rejects the parameters: {text}")
+    if (
+        "socket" in lowered
+        or "connect" in lowered
+        or "tracker" in lowered
+        or "timed out" in lowered
+    ):
+        return InfrastructureError(
+            f"XGBoost's collective communication failed: {text}; check that workers reach the "
+            "tracker port on the scheduler, then rerun to resume"
+        )
+    return exc
