@@ -62,7 +62,7 @@ def _connect_remote(address: str, timeout: float) -> Client:
     if "://" not in address:
         address = f"tcp://{address}"
     try:
-        return Client(address, timeout=timeout, set_as_default=False)
+        return Client(address, timeout=timeout)
     except (OSError, TimeoutError) as exc:
         raise InfrastructureError(
             f"scheduler {address} unreachable after {timeout:g}s ({type(exc).__name__}): "

@@ -239,6 +239,8 @@ def describe_validation_error(
 ) -> str:
     """First error as one line: key, source (flag or file), problem, what to do."""
     errors = exc.errors(include_url=False)
+    # A misspelt key also makes its real name "missing": report the typo first.
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     path = tuple(str(p) for p in first["loc"])
     key = ".".join(path) if path else "(top level)"

@@ -65,7 +65,8 @@ class RoundCallback(xgboost.callback.TrainingCallback):
     def after_iteration(self, model: xgboost.Booster, epoch: int, evals_log: dict) -> bool:
         if collective.get_rank() != 0:
             return False
-        done = epoch + 1  # epochs count on from the resumed model's rounds
+        # ``epoch`` restarts at 0 when resuming; the booster knows its real round count.
+        done = model.num_boosted_rounds()
         # The final model is written by the job itself; a checkpoint of it is never needed.
         if done % self.checkpoint_every == 0 and done < self.total_rounds:
             self.store.save(done, bytes(model.save_raw("ubj")))

@@ -1,0 +1,245 @@
+"""Shared fixtures: real Dask processes, generated data, the daskyard CLI, moto S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from daskyard.cluster import SCHEDULER_HTTP_ROUTES
+
+BIN = Path(sys.executable).parent
+DASKYARD = str(BIN / "daskyard")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(
+    port: int, timeout: float = 30.0, process: subprocess.Popen | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"process exited with {process.returncode} before port {port} opened"
+            )
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"port {port} did not open within {timeout}s")
+
+
+def stop_processes(processes: Sequence[subprocess.Popen]) -> None:
+    for proc in processes:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in processes:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@dataclass
+class ProcessCluster:
+    """A scheduler and workers started as real ``dask`` CLI processes on loopback."""
+
+    address: str
+    http_port: int
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    logs: Path | None = None
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+def start_process_cluster(
+    log_dir: Path,
+    n_workers: int = 2,
+    memory_limit: str = "2GiB",
+    routes: Sequence[str] = SCHEDULER_HTTP_ROUTES,
+) -> ProcessCluster:
+    port, http_port = free_port(), free_port()
+    env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": json.dumps(list(routes))}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    scheduler = subprocess.Popen(
+        [
+            str(BIN / "dask"),
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            f"127.0.0.1:{http_port}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log_dir / "scheduler.log", "wb"),
+    )
+    cluster = ProcessCluster(f"tcp://127.0.0.1:{port}", http_port, [scheduler], log_dir)
+    try:
+        wait_for_port(port, process=scheduler)
+        for index in range(n_workers):
+            cluster.processes.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "dask"),
+                        "worker",
+                        cluster.address,
+                        "--nthreads",
+                        "1",
+                        "--memory-limit",
+                        memory_limit,
+                        "--name",
+                        f"worker-{index}",
+                        "--no-dashboard",
+                        "--host",
+                        "127.0.0.1",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=open(log_dir / f"worker-{index}.log", "wb"),
+                )
+            )
+        from distributed import Client
+
+        with Client(cluster.address, timeout=30) as client:
+            client.wait_for_workers(n_workers, timeout=60)
+    except BaseException:
+        stop_processes(cluster.processes)
+        raise
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
+    """One scheduler and two single-threaded workers, shared by the session's tests."""
+    cluster = start_process_cluster(tmp_path_factory.mktemp("dask-cluster"))
+    yield cluster
+    stop_processes(cluster.processes)
+
+
+# ---------------------------------------------------------------- data
+
+
+def classification_frame(rows: int, features: int = 8, seed: int = 0) -> pd.DataFrame:
+    """A learnable binary problem with a known signal (logistic in a few features)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, features)).astype(np.float32)
+    logits = 1.5 * x[:, 0] - 2.0 * x[:, 1] + x[:, 2] * x[:, 3] + 0.5 * np.sin(3 * x[:, 4])
+    y = (rng.random(rows) < 1 / (1 + np.exp(-logits))).astype(np.int64)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(features)])
+    frame["label"] = y
+    return frame
+
+
+def write_files(frame: pd.DataFrame, folder: Path, files: int = 4, fmt: str = "parquet") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, part in enumerate(np.array_split(np.arange(len(frame)), files)):
+        chunk = frame.iloc[part]
+        path = folder / f"part-{index:03d}.{fmt}"
+        if fmt == "parquet":
+            chunk.to_parquet(path, index=False)
+        else:
+            chunk.to_csv(path, index=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20k rows of Parquet in 4 files."""
+    return write_files(classification_frame(20_000), tmp_path_factory.mktemp("small") / "train")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def first_error_line(self) -> str:
+        lines = [line for line in self.stderr.splitlines() if line.startswith("daskyard")]
+        return lines[0] if lines else ""
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> CliResult:
+    full_env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [DASKYARD, *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def write_config(path: Path, payload: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(payload, sort_keys=False))
+    return path
+
+
+# ---------------------------------------------------------------- S3
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    bucket: str
+
+    @property
+    def storage_options(self) -> dict:
+        return {
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": self.endpoint, "region_name": "us-east-1"},
+        }
+
+    def filesystem(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(**self.storage_options)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A moto S3 server on loopback, with one bucket."""
+    pytest.importorskip("s3fs")
+    moto_server = shutil.which("moto_server", path=str(BIN))
+    if moto_server is None:
+        pytest.fail("moto_server is not installed: pip install 'daskyard[test]'")
+    port = free_port()
+    proc = subprocess.Popen(
+        [moto_server, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process=proc)
+        server = S3Server(f"http://127.0.0.1:{port}", "daskyard-test")
+        server.filesystem().mkdir(server.bucket)
+        yield server
+    finally:
+        stop_processes([proc])

@@ -1,0 +1,282 @@
+"""``daskyard train xgboost`` end to end on real scheduler and worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost
+from sklearn.metrics import roc_auc_score
+
+from tests.conftest import DASKYARD, classification_frame, run_cli, write_config, write_files
+
+pytestmark = pytest.mark.integration
+
+PARAMS = ["--param", "objective=binary:logistic", "--param", "max_depth=5", "--param", "eta=0.2"]
+
+
+@pytest.fixture(scope="module")
+def split_dataset(tmp_path_factory):
+    """Explicit train and validation folders, so a single-process run sees the same rows."""
+    root = tmp_path_factory.mktemp("split")
+    frame = classification_frame(60_000, seed=1)
+    write_files(frame.iloc[:45_000], root / "train", files=6)
+    write_files(frame.iloc[45_000:], root / "valid", files=2)
+    return root
+
+
+def read_folder(folder) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))])
+
+
+def test_distributed_auc_matches_single_process_xgboost(dask_cluster, split_dataset, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(
+        "train",
+        "xgboost",
+        "--train",
+        str(split_dataset / "train"),
+        "--validation",
+        str(split_dataset / "valid"),
+        "--target",
+        "label",
+        "--output",
+        str(out),
+        "--rounds",
+        "60",
+        *PARAMS,
+        "--scheduler",
+        dask_cluster.address,
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    train, valid = read_folder(split_dataset / "train"), read_folder(split_dataset / "valid")
+    features = [c for c in train.columns if c != "label"]
+    booster = xgboost.train(
+        {
+            "objective": "binary:logistic",
+            "max_depth": 5,
+            "eta": 0.2,
+            "tree_method": "hist",
+            "nthread": 2,
+        },
+        xgboost.QuantileDMatrix(train[features], label=train["label"]),
+        num_boost_round=60,
+    )
+    single_auc = roc_auc_score(valid["label"], booster.predict(xgboost.DMatrix(valid[features])))
+    assert single_auc > 0.8  # the problem is learnable, so the comparison means something
+    assert abs(metrics["validation"]["auc"] - single_auc) < 0.005
+    assert metrics["rounds"] == 60
+
+    model = xgboost.Booster(model_file=str(out / "model.ubj"))
+    model_auc = roc_auc_score(valid["label"], model.predict(xgboost.DMatrix(valid[features])))
+    assert abs(model_auc - metrics["validation"]["auc"]) < 1e-4
+
+
+def test_artifacts_manifest_and_progress_lines(dask_cluster, small_dataset, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(
+        "train",
+        "xgboost",
+        "--train",
+        str(small_dataset),
+        "--target",
+        "label",
+        "--output",
+        str(out),
+        "--rounds",
+        "20",
+        *PARAMS,
+        "--scheduler",
+        dask_cluster.address,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoints",
+        "manifest.json",
+        "metrics.json",
+        "model.ubj",
+    ]
+    progress = [line for line in result.stdout.splitlines() if line.startswith("round ")]
+    assert [line.split()[1] for line in progress] == ["10/20", "20/20"]
+    assert all("validation-auc=" in line and "eta " in line for line in progress)
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["run_id"].startswith("xgb-")
+    assert manifest["config"]["xgboost"]["rounds"] == 20
+    assert manifest["versions"]["xgboost"] == xgboost.__version__
+    assert manifest["data"]["rows"]["train"] + manifest["data"]["rows"]["validation"] == 20_000
+    assert len(manifest["data"]["fingerprint"]) == 64
+    assert manifest["training"]["workers"] == 2
+    assert manifest["training"]["tracker"].startswith("127.0.0.1:")
+    assert set(manifest["timings"]["seconds"]) >= {"load_and_validate", "train"}
+    # The seeded split is the same every time: a second run gets the same run id.
+    again = run_cli(
+        "train",
+        "xgboost",
+        "--train",
+        str(small_dataset),
+        "--target",
+        "label",
+        "--output",
+        str(out),
+        "--rounds",
+        "20",
+        *PARAMS,
+        "--scheduler",
+        dask_cluster.address,
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "manifest.json").read_text())["run_id"] == manifest["run_id"]
+
+
+def test_regression_reports_rmse_and_r2(dask_cluster, tmp_path):
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(rng.normal(size=(8_000, 4)).astype("float32"), columns=list("abcd"))
+    frame["y"] = 3 * frame["a"] - frame["b"] + rng.normal(scale=0.1, size=len(frame))
+    data = write_files(frame, tmp_path / "reg", files=2, fmt="csv")
+    result = run_cli(
+        "train",
+        "xgboost",
+        "--train",
+        str(data),
+        "--target",
+        "y",
+        "--output",
+        str(tmp_path / "o"),
+        "--rounds",
+        "40",
+        "--scheduler",
+        dask_cluster.address,
+    )
+    assert result.returncode == 0, result.stderr
+    validation = json.loads((tmp_path / "o" / "metrics.json").read_text())["validation"]
+    assert set(validation) == {"rmse", "r2"}
+    assert validation["r2"] > 0.95 and validation["rmse"] < 0.5
+
+
+def test_early_stopping_stops_before_the_requested_rounds(dask_cluster, small_dataset, tmp_path):
+    config = write_config(
+        tmp_path / "job.yaml",
+        {
+            "data": {"train": str(small_dataset), "target": "label"},
+            "output": str(tmp_path / "o"),
+            "xgboost": {
+                "rounds": 500,
+                "early_stopping_rounds": 5,
+                "params": {"objective": "binary:logistic", "eta": 0.8, "max_depth": 8},
+            },
+        },
+    )
+    result = run_cli(
+        "train", "xgboost", "--config", str(config), "--scheduler", dask_cluster.address
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["rounds"] < 500
+    assert metrics["best_iteration"] == metrics["rounds"] - 6
+
+
+def test_killed_run_resumes_from_its_checkpoint_and_ends_with_the_requested_rounds(
+    small_dataset, tmp_path
+):
+    """A Job pod killed mid-training: the rerun continues instead of starting over."""
+    out = tmp_path / "run"
+    config = write_config(
+        tmp_path / "job.yaml",
+        {
+            "data": {"train": str(small_dataset), "target": "label"},
+            "output": str(out),
+            "cluster": {"local_workers": 2},
+            "xgboost": {
+                "rounds": 300,
+                "checkpoint_every": 10,
+                "params": {"objective": "binary:logistic", "max_depth": 6},
+            },
+        },
+    )
+    command = [DASKYARD, "train", "xgboost", "--config", str(config)]
+    env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
+    # Its own process group, so the kill takes the embedded workers down too, as in a pod.
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoints = out / "checkpoints"
+    deadline = time.monotonic() + 120
+    try:
+        while not list(checkpoints.glob("*/step-000020.ubj")):
+            assert proc.poll() is None, "training ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no checkpoint written within 120s"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "model.ubj").exists()
+    killed_at = max(int(p.stem.split("-")[1]) for p in checkpoints.glob("*/step-*.ubj"))
+    assert killed_at < 300
+
+    result = run_cli("train", "xgboost", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert f"from checkpoint at round {killed_at}" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["resumed_from_round"] == killed_at
+    assert xgboost.Booster(model_file=str(out / "model.ubj")).num_boosted_rounds() == 300
+    progress = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("round")]
+    assert progress[0] == f"{killed_at + 10}/300" and progress[-1] == "300/300"
+
+
+def test_embedded_cluster_is_used_without_a_scheduler(small_dataset, tmp_path):
+    result = run_cli(
+        "train",
+        "xgboost",
+        "--train",
+        str(small_dataset),
+        "--target",
+        "label",
+        "--output",
+        str(tmp_path / "o"),
+        "--rounds",
+        "5",
+        "--local-workers",
+        "1",
+        *PARAMS,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cluster: embedded local cluster, 1 workers, 1 threads" in result.stdout
+
+
+def test_help_explains_every_flag():
+    result = run_cli("train", "xgboost", "--help")
+    assert result.returncode == 0
+    for flag in (
+        "--config",
+        "--train",
+        "--validation",
+        "--target",
+        "--output",
+        "--rounds",
+        "--param",
+        "--scheduler",
+        "--local-workers",
+    ):
+        assert flag in result.stdout
+    assert "75" in result.stdout  # the exit codes are documented
+
+
+def test_demo_trains_and_prints_where_artifacts_are(tmp_path):
+    result = run_cli("demo", "--dir", str(tmp_path / "demo"), "--rows", "20000")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "demo" / "run" / "metrics.json").read_text())
+    assert metrics["validation"]["auc"] > 0.85
+    assert str(tmp_path / "demo" / "run" / "model.ubj") in result.stdout

@@ -1,0 +1,128 @@
+"""Config: YAML plus flags, flags win, every mistake is one line naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from daskyard.config import XGBOOST_FLAT_KEYS, XGBoostJobConfig, build_config, parse_param
+from daskyard.errors import ConfigError
+
+
+def build(tmp_path, text: str | None = None, overrides=None, env=None) -> XGBoostJobConfig:
+    path = None
+    if text is not None:
+        path = tmp_path / "job.yaml"
+        path.write_text(text)
+    return build_config(
+        XGBoostJobConfig,
+        config_file=str(path) if path else None,
+        overrides=overrides or {},
+        flat_keys=XGBOOST_FLAT_KEYS,
+        env=env or {},
+    )
+
+
+NESTED = """
+data:
+  train: data/train/
+  target: label
+output: out/
+xgboost:
+  rounds: 50
+  params: {max_depth: 4, eta: 0.1}
+"""
+
+
+def test_nested_file_is_read(tmp_path):
+    config = build(tmp_path, NESTED)
+    assert config.data.train == "data/train/"
+    assert config.xgboost.rounds == 50
+    assert config.xgboost.params == {"max_depth": 4, "eta": 0.1}
+    assert config.checkpoint_url == "out/checkpoints"
+
+
+def test_flat_file_uses_the_flag_names(tmp_path):
+    config = build(tmp_path, "train: t/\ntarget: y\noutput: o/\nrounds: 7\nlocal-workers: 3\n")
+    assert (config.data.train, config.data.target, config.xgboost.rounds) == ("t/", "y", 7)
+    assert config.cluster.local_workers == 3
+
+
+def test_flags_override_the_file_and_params_merge_key_by_key(tmp_path):
+    config = build(
+        tmp_path,
+        NESTED,
+        overrides={("xgboost", "rounds"): 9, ("xgboost", "params"): {"eta": 0.5}},
+    )
+    assert config.xgboost.rounds == 9
+    assert config.xgboost.params == {"max_depth": 4, "eta": 0.5}
+
+
+def test_scheduler_comes_from_the_environment_when_not_given(tmp_path):
+    config = build(tmp_path, NESTED, env={"DASK_SCHEDULER_ADDRESS": "tcp://s:8786"})
+    assert config.cluster.scheduler == "tcp://s:8786"
+    flagged = build(
+        tmp_path,
+        NESTED,
+        overrides={("cluster", "scheduler"): "tcp://flag:8786"},
+        env={"DASK_SCHEDULER_ADDRESS": "tcp://s:8786"},
+    )
+    assert flagged.cluster.scheduler == "tcp://flag:8786"
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "expected"),
+    [
+        (NESTED.replace("train:", "trian:"), {}, "unknown config key 'data.trian'"),
+        (NESTED.replace("train:", "trian:"), {}, "did you mean 'train'"),
+        (NESTED.replace("rounds: 50", "rounds: ten"), {}, "invalid value for 'xgboost.rounds'"),
+        (NESTED, {("xgboost", "rounds"): -5}, "'xgboost.rounds' in flag --rounds (got -5)"),
+        (NESTED.replace("  target: label\n", ""), {}, "missing required value 'data.target'"),
+        (NESTED.replace("output: out/\n", ""), {}, "pass --output"),
+        (NESTED + "bogus: 1\n", {}, "unknown config key 'bogus'"),
+        (NESTED.replace("max_depth: 4", "tree_method: exact"), {}, "tree_method 'exact'"),
+        (
+            NESTED.replace("target: label", "target: label\n  validation_fraction: 1.5"),
+            {},
+            "invalid value for 'data.validation_fraction'",
+        ),
+        ("rounds: [", {}, "not valid YAML at line 1"),
+        ("- a\n- b\n", {}, "must hold a mapping"),
+    ],
+)
+def test_invalid_config_is_one_line_naming_the_key(tmp_path, text, overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path, text, overrides)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+    assert info.value.exit_code == 2
+
+
+def test_missing_config_file_names_the_path(tmp_path):
+    with pytest.raises(ConfigError, match="config file '.*nope.yaml' not found"):
+        build_config(
+            XGBoostJobConfig,
+            config_file=str(tmp_path / "nope.yaml"),
+            overrides={},
+            flat_keys=XGBOOST_FLAT_KEYS,
+        )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("max_depth=6", ("max_depth", 6)),
+        ("eta=0.1", ("eta", 0.1)),
+        ("objective=binary:logistic", ("objective", "binary:logistic")),
+        ("enable_x=true", ("enable_x", True)),
+        ("name = abc", ("name", "abc")),
+    ],
+)
+def test_param_values_are_typed(text, expected):
+    assert parse_param(text) == expected
+
+
+@pytest.mark.parametrize("text", ["max_depth", "=3", ""])
+def test_param_without_key_and_value_is_rejected(text):
+    with pytest.raises(ConfigError, match="is not KEY=VALUE"):
+        parse_param(text)

@@ -1,0 +1,133 @@
+"""Data planning and per-partition checks, without a cluster."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from daskyard.data import (
+    SPLIT_COLUMN,
+    ColumnPlan,
+    list_source,
+    plan_columns,
+    prepare_partition,
+    read_file_schema,
+)
+from daskyard.errors import DataError
+
+SCHEMA = {"a": "float64", "b": "int64", "label": "int64"}
+
+
+def plan(**changes) -> ColumnPlan:
+    base = dict(
+        schemas=[("f0.parquet", SCHEMA)],
+        target="label",
+        features=None,
+        categorical=(),
+        numeric_target=True,
+    )
+    base.update(changes)
+    return plan_columns(
+        base["schemas"],
+        base["target"],
+        base["features"],
+        base["categorical"],
+        base["numeric_target"],
+    )
+
+
+def test_features_default_to_every_column_but_the_target():
+    assert plan().features == ("a", "b")
+    assert plan(features=["b"]).features == ("b",)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"target": "y"}, "target column 'y' not found in 'f0.parquet'"),
+        ({"features": ["a", "zz"]}, "column 'zz' listed in the config is not in 'f0.parquet'"),
+        (
+            {"schemas": [("f0.parquet", {**SCHEMA, "city": "object"})]},
+            "feature column 'city' in 'f0.parquet' is object, not numeric",
+        ),
+        (
+            {
+                "schemas": [
+                    ("f0.parquet", SCHEMA),
+                    ("f1.parquet", {"a": "float64", "label": "int64"}),
+                ]
+            },
+            "'f1.parquet' has different columns than 'f0.parquet' (missing ['b'])",
+        ),
+        (
+            {"schemas": [("f0.parquet", SCHEMA), ("f1.parquet", {**SCHEMA, "b": "object"})]},
+            "column 'b' is object in 'f1.parquet' but int64 in 'f0.parquet'",
+        ),
+        (
+            {"schemas": [("f0.parquet", {**SCHEMA, "label": "object"})]},
+            "target column 'label' in 'f0.parquet' is object, not numeric",
+        ),
+    ],
+)
+def test_schema_problems_name_the_file_and_column(changes, expected):
+    with pytest.raises(DataError) as info:
+        plan(**changes)
+    assert expected in str(info.value)
+    assert info.value.exit_code == 3
+
+
+def test_declared_categorical_feature_is_accepted():
+    result = plan(schemas=[("f0", {**SCHEMA, "city": "object"})], categorical=["city"])
+    assert result.categorical == ("city",)
+
+
+def test_partition_with_missing_target_names_file_and_first_row():
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [1, 2, 3], "label": [0, None, 1]})
+    with pytest.raises(
+        DataError, match=r"2 missing|1 missing values in 'x.parquet' \(first at row 1\)"
+    ):
+        prepare_partition(frame, "x.parquet", 0, plan(), None)
+
+
+def test_partition_features_become_float32_and_split_is_seeded():
+    frame = pd.DataFrame({"a": np.arange(1000.0), "b": np.arange(1000), "label": 1})
+    first = prepare_partition(frame, "x", 3, plan(), (7, 0.25))
+    again = prepare_partition(frame, "x", 3, plan(), (7, 0.25))
+    other_file = prepare_partition(frame, "x", 4, plan(), (7, 0.25))
+    assert first["a"].dtype == np.float32
+    assert first[SPLIT_COLUMN].equals(again[SPLIT_COLUMN])
+    assert not first[SPLIT_COLUMN].equals(other_file[SPLIT_COLUMN])
+    assert 0.2 < first[SPLIT_COLUMN].mean() < 0.3
+
+
+def test_listing_keeps_data_files_and_skips_markers(tmp_path):
+    for name in ("b.parquet", "a.parquet", "_SUCCESS", ".hidden.parquet", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    source = list_source(str(tmp_path), "auto", {})
+    assert [f.rsplit("/", 1)[1] for f in source.files] == ["a.parquet", "b.parquet"]
+    assert source.format == "parquet"
+    assert list_source(str(tmp_path / "*.parquet"), "auto", {}).files == source.files
+
+
+@pytest.mark.parametrize(
+    ("layout", "url_suffix", "expected"),
+    [
+        ({}, "", "no Parquet or CSV files found"),
+        ({}, "/missing", "the path does not exist"),
+        ({"a.parquet": b"x", "b.csv": b"x"}, "", "mixes Parquet and CSV"),
+    ],
+)
+def test_listing_problems(tmp_path, layout, url_suffix, expected):
+    for name, content in layout.items():
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError, match=expected):
+        list_source(str(tmp_path) + url_suffix, "auto", {})
+
+
+def test_truncated_parquet_names_the_file(tmp_path):
+    path = tmp_path / "cut.parquet"
+    pd.DataFrame({"a": np.arange(100.0)}).to_parquet(path)
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(DataError, match=r"cannot read '.*cut.parquet' as parquet"):
+        read_file_schema(str(path), "parquet", {})
