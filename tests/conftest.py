@@ -57,6 +57,12 @@ def stop_processes(processes: Sequence[subprocess.Popen]) -> None:
             proc.wait(timeout=10)
 
 
+def spawn(command: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start a process whose stderr goes to ``log`` (the child keeps its own handle)."""
+    with open(log, "wb") as handle:
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=handle)
+
+
 @dataclass
 class ProcessCluster:
     """A scheduler and workers started as real ``dask`` CLI processes on loopback."""
@@ -80,7 +86,7 @@ def start_process_cluster(
     port, http_port = free_port(), free_port()
     env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": json.dumps(list(routes))}
     log_dir.mkdir(parents=True, exist_ok=True)
-    scheduler = subprocess.Popen(
+    scheduler = spawn(
         [
             str(BIN / "dask"),
             "scheduler",
@@ -91,16 +97,15 @@ def start_process_cluster(
             "--dashboard-address",
             f"127.0.0.1:{http_port}",
         ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(log_dir / "scheduler.log", "wb"),
+        env,
+        log_dir / "scheduler.log",
     )
     cluster = ProcessCluster(f"tcp://127.0.0.1:{port}", http_port, [scheduler], log_dir)
     try:
         wait_for_port(port, process=scheduler)
         for index in range(n_workers):
             cluster.processes.append(
-                subprocess.Popen(
+                spawn(
                     [
                         str(BIN / "dask"),
                         "worker",
@@ -115,9 +120,8 @@ def start_process_cluster(
                         "--host",
                         "127.0.0.1",
                     ],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=open(log_dir / f"worker-{index}.log", "wb"),
+                    env,
+                    log_dir / f"worker-{index}.log",
                 )
             )
         from distributed import Client
@@ -239,7 +243,15 @@ def s3_server() -> Iterator[S3Server]:
     try:
         wait_for_port(port, process=proc)
         server = S3Server(f"http://127.0.0.1:{port}", "daskyard-test")
-        server.filesystem().mkdir(server.bucket)
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=server.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket=server.bucket)
         yield server
     finally:
         stop_processes([proc])

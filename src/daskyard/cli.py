@@ -32,11 +32,22 @@ class Parser(argparse.ArgumentParser):
         hint = ""
         if "unrecognized arguments:" in message:
             wrong = message.split(":", 1)[1].split()[0].split("=")[0]
-            known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            known = sorted(_long_options(self))
             close = difflib.get_close_matches(wrong, known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}{hint}; see '{self.prog} --help'\n")
+
+
+def _long_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every --flag of a parser and its subcommands (argparse reports strays at the top)."""
+    found = set()
+    for action in parser._actions:
+        found.update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _long_options(sub)
+    return found
 
 
 def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask.dataframe as dd
+import fsspec
 import numpy as np
 import pandas as pd
 from distributed import Client
@@ -130,8 +131,8 @@ def list_source(url: str, fmt: str, storage_options: dict[str, Any]) -> DataSour
 
 
 def _open(url: str, storage_options: dict[str, Any]):
-    fs, path = url_to_fs(url, storage_options)
-    return fs.open(path, "rb")
+    # CSV may be compressed (.csv.gz, ...): fsspec decompresses by suffix.
+    return fsspec.open(url, "rb", compression="infer", **storage_options).open()
 
 
 def read_file_schema(url: str, fmt: str, storage_options: dict[str, Any]) -> dict[str, str]:
@@ -143,7 +144,7 @@ def read_file_schema(url: str, fmt: str, storage_options: dict[str, Any]) -> dic
 
                 empty = pq.read_schema(handle).empty_table().to_pandas()
             else:
-                empty = pd.read_csv(handle, nrows=1000, compression="infer")
+                empty = pd.read_csv(handle, nrows=1000)
     except Exception as exc:
         raise DataError(
             f"cannot read '{url}' as {fmt}: {_reason(exc)}; the file is truncated, corrupt "
@@ -189,7 +190,9 @@ def read_partition(
             if source_format == "parquet":
                 frame = pd.read_parquet(handle, columns=columns)
             else:
-                frame = pd.read_csv(handle, usecols=columns, compression="infer")
+                # pyarrow's parser is faster and, unlike pandas' with usecols, rejects
+                # rows with more fields than the header.
+                frame = pd.read_csv(handle, usecols=columns, engine="pyarrow")
     except Exception as exc:
         raise DataError(
             f"cannot read '{url}' as {source_format}: {_reason(exc)}; replace or remove the file"

@@ -99,7 +99,7 @@ def test_invalid_config_is_one_line_naming_the_key(tmp_path, text, overrides, ex
 
 
 def test_missing_config_file_names_the_path(tmp_path):
-    with pytest.raises(ConfigError, match="config file '.*nope.yaml' not found"):
+    with pytest.raises(ConfigError, match=r"config file '.*nope\.yaml' not found"):
         build_config(
             XGBoostJobConfig,
             config_file=str(tmp_path / "nope.yaml"),

@@ -1,0 +1,81 @@
+"""Object storage round trip (moto S3 on loopback) and ``daskyard doctor``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from daskyard.cluster import SCHEDULER_HTTP_ROUTES
+from tests.conftest import (
+    classification_frame,
+    run_cli,
+    start_process_cluster,
+    stop_processes,
+    write_config,
+    write_files,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_s3_data_in_artifacts_and_checkpoints_out(dask_cluster, s3_server, tmp_path):
+    fs = s3_server.filesystem()
+    local = write_files(classification_frame(10_000), tmp_path / "train", files=3)
+    prefix = f"{s3_server.bucket}/datasets/demo"
+    fs.put(str(local) + "/", prefix + "/", recursive=True)
+    output = f"s3://{s3_server.bucket}/runs/demo"
+    config = write_config(
+        tmp_path / "job.yaml",
+        {
+            "data": {"train": f"s3://{prefix}/", "target": "label"},
+            "output": output,
+            "storage_options": s3_server.storage_options,
+            "xgboost": {
+                "rounds": 25,
+                "checkpoint_every": 10,
+                "params": {"objective": "binary:logistic"},
+            },
+        },
+    )
+    result = run_cli(
+        "train", "xgboost", "--config", str(config), "--scheduler", dask_cluster.address
+    )
+    assert result.returncode == 0, result.stderr
+    run = output.removeprefix("s3://")
+    assert {p.rsplit("/", 1)[1] for p in fs.ls(run)} == {
+        "checkpoints",
+        "manifest.json",
+        "metrics.json",
+        "model.ubj",
+    }
+    metrics = json.loads(fs.cat(f"{run}/metrics.json"))
+    assert metrics["validation"]["auc"] > 0.8
+    manifest = json.loads(fs.cat(f"{run}/manifest.json"))
+    assert manifest["data"]["sources"][0]["files"] == 3
+    assert set(manifest["config"]["storage_options"].values()) == {"***"}  # no secrets kept
+    steps = fs.glob(f"{run}/checkpoints/*/step-*.ubj")
+    assert [s.rsplit("/", 1)[1] for s in steps] == ["step-000010.ubj", "step-000020.ubj"]
+
+
+def test_doctor_reports_versions_workers_and_autoscaler_api(dask_cluster):
+    result = run_cli("doctor", "--scheduler", dask_cluster.address)
+    assert result.returncode == 0, result.stderr
+    assert "workers: 2" in result.stdout
+    assert "memory_limit=2.00 GiB" in result.stdout
+    for package in ("python", "dask", "distributed", "xgboost", "scikit-learn", "numpy", "pandas"):
+        assert f"\n{package} " in result.stdout
+    assert "mismatch" not in result.stdout
+    assert "autoscaler API: served" in result.stdout
+
+
+def test_doctor_fails_when_the_scheduler_lacks_the_autoscaler_api(tmp_path):
+    routes = [r for r in SCHEDULER_HTTP_ROUTES if r != "distributed.http.scheduler.api"]
+    cluster = start_process_cluster(tmp_path, n_workers=1, routes=routes)
+    try:
+        result = run_cli("doctor", "--scheduler", cluster.address)
+    finally:
+        stop_processes(cluster.processes)
+    assert result.returncode == 2
+    assert "autoscaler API: NOT served" in result.stdout
+    assert "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES" in result.first_error_line
