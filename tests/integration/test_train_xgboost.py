@@ -280,3 +280,26 @@ def test_demo_trains_and_prints_where_artifacts_are(tmp_path):
     metrics = json.loads((tmp_path / "demo" / "run" / "metrics.json").read_text())
     assert metrics["validation"]["auc"] > 0.85
     assert str(tmp_path / "demo" / "run" / "model.ubj") in result.stdout
+
+
+def test_declared_categorical_feature_trains_with_one_category_set(dask_cluster, tmp_path):
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    for index, cities in enumerate([["paris", "rome", "oslo"], ["paris", "rome"], ["lima"]]):
+        frame = pd.DataFrame({"a": rng.normal(size=3_000), "city": rng.choice(cities, 3_000)})
+        frame["label"] = ((frame["a"] > 1) | (frame["city"] == "rome")).astype(int)
+        frame.to_parquet(folder / f"p{index}.parquet", index=False)
+    config = write_config(
+        tmp_path / "job.yaml",
+        {
+            "data": {"train": str(folder), "target": "label", "categorical": ["city"]},
+            "output": str(tmp_path / "o"),
+            "xgboost": {"rounds": 10, "params": {"objective": "binary:logistic"}},
+        },
+    )
+    result = run_cli(
+        "train", "xgboost", "--config", str(config), "--scheduler", dask_cluster.address
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["validation"]["auc"] > 0.99
