@@ -21,6 +21,7 @@ import pandas as pd
 from distributed import Client
 
 from daskyard.artifacts import url_to_fs
+from daskyard.config import DataConfig
 from daskyard.errors import DataError
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -58,14 +59,13 @@ class LoadedData:
 
     train: dd.DataFrame
     validation: dd.DataFrame
-    plan: ColumnPlan
-    sources: list[DataSource]
+    plan: DataPlan
     rows: dict[str, int]
     label_summary: dict[str, Any]
 
     @property
-    def fingerprint(self) -> str:
-        return hashlib.sha256("".join(s.fingerprint for s in self.sources).encode()).hexdigest()
+    def columns(self) -> ColumnPlan:
+        return self.plan.columns
 
 
 # ---------------------------------------------------------------- listing (client)
@@ -366,61 +366,84 @@ def _collect_schemas(client: Client, source: DataSource) -> list[tuple[str, dict
     return list(zip(source.files, client.gather(futures), strict=True))
 
 
+@dataclass(frozen=True)
+class DataPlan:
+    """Validated sources and columns: what every trainer reads, block by block."""
+
+    train: DataSource
+    validation: DataSource | None
+    columns: ColumnPlan
+    split: tuple[int, float] | None  # (seed, fraction) when validation rows come from train
+
+    @property
+    def sources(self) -> list[DataSource]:
+        return [self.train] + ([self.validation] if self.validation else [])
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256("".join(s.fingerprint for s in self.sources).encode()).hexdigest()
+
+    def frame(self, source: DataSource, split: tuple[int, float] | None = None) -> dd.DataFrame:
+        """A lazy dask DataFrame of ``source``, one partition per file."""
+        return _frame_from_source(source, self.columns, split)
+
+
+def plan_data(
+    client: Client,
+    data: DataConfig,
+    storage_options: dict[str, Any],
+    numeric_target: bool = True,
+) -> DataPlan:
+    """List the files (client) and check their schemas (workers); DataError names the file."""
+    train_source = list_source(data.train, data.format, storage_options)
+    schemas = _collect_schemas(client, train_source)
+    columns = plan_columns(schemas, data.target, data.features, data.categorical, numeric_target)
+    valid_source = None
+    if data.validation:
+        valid_source = list_source(data.validation, data.format, storage_options)
+        valid_schemas = _collect_schemas(client, valid_source)
+        plan_columns(
+            [schemas[0], *valid_schemas],
+            data.target,
+            columns.features,
+            columns.categorical,
+            numeric_target,
+        )
+    split = None if valid_source else (data.seed, data.validation_fraction)
+    return DataPlan(train_source, valid_source, columns, split)
+
+
 def load_training_data(
     client: Client,
-    *,
-    train_url: str,
-    validation_url: str | None,
-    target: str,
-    features: Sequence[str] | None,
-    categorical: Sequence[str],
-    fmt: str,
+    data: DataConfig,
     storage_options: dict[str, Any],
-    validation_fraction: float,
-    seed: int,
     numeric_target: bool = True,
 ) -> LoadedData:
-    """List, validate and persist the data on the workers; raise DataError naming the file."""
-    train_source = list_source(train_url, fmt, storage_options)
-    sources = [train_source]
-    schemas = _collect_schemas(client, train_source)
-    valid_source = None
-    if validation_url:
-        valid_source = list_source(validation_url, fmt, storage_options)
-        sources.append(valid_source)
-        schemas_valid = _collect_schemas(client, valid_source)
-    plan = plan_columns(schemas, target, features, categorical, numeric_target)
-    if valid_source is not None:
-        plan_columns(
-            [schemas[0], *schemas_valid], target, plan.features, plan.categorical, numeric_target
-        )
-        train = _frame_from_source(train_source, plan, None).persist()
-        validation = _frame_from_source(valid_source, plan, None).persist()
-        train_stats = _stats(train, plan)
-        valid_stats = _stats(validation, plan)
+    """Plan, then read, validate and persist all rows on the workers."""
+    plan = plan_data(client, data, storage_options, numeric_target)
+    columns = plan.columns
+    if plan.validation is not None:
+        train = plan.frame(plan.train).persist()
+        validation = plan.frame(plan.validation).persist()
+        train_stats = _stats(train, columns)
+        valid_stats = _stats(validation, columns)
         rows = {
             "train": int(train_stats["rows"].sum()),
             "validation": int(valid_stats["rows"].sum()),
         }
         stats = pd.concat([train_stats, valid_stats])
     else:
-        frame = _frame_from_source(train_source, plan, (seed, validation_fraction)).persist()
-        stats = _stats(frame, plan)
+        frame = plan.frame(plan.train, plan.split).persist()
+        stats = _stats(frame, columns)
         total = int(stats["rows"].sum())
         held_out = int(stats["validation_rows"].sum())
         rows = {"train": total - held_out, "validation": held_out}
         train = frame[~frame[SPLIT_COLUMN]].drop(columns=[SPLIT_COLUMN]).persist()
         validation = frame[frame[SPLIT_COLUMN]].drop(columns=[SPLIT_COLUMN]).persist()
         del frame
-    if rows["train"] == 0:
-        raise DataError(f"no rows in '{train_url}' ({len(train_source.files)} file(s), all empty)")
-    if rows["validation"] == 0:
-        where = validation_url or f"the {validation_fraction:.0%} split of '{train_url}'"
-        raise DataError(
-            f"no validation rows in {where}: add data or raise data.validation_fraction"
-        )
-    if plan.categorical:
-        train, validation = _known_categories(plan, train, validation)
+    check_rows(rows, plan, data)
+    if columns.categorical:
+        train, validation = _known_categories(columns, train, validation)
     nonempty = stats[stats["rows"] > 0]
     labels = {
         "min": float(nonempty["label_min"].min()),
@@ -431,10 +454,19 @@ def load_training_data(
         train=train,
         validation=validation,
         plan=plan,
-        sources=sources,
         rows=rows,
         label_summary=labels,
     )
+
+
+def check_rows(rows: dict[str, int], plan: DataPlan, data: DataConfig) -> None:
+    if rows["train"] == 0:
+        raise DataError(f"no rows in '{data.train}' ({len(plan.train.files)} file(s), all empty)")
+    if rows["validation"] == 0:
+        where = data.validation or f"the {data.validation_fraction:.0%} split of '{data.train}'"
+        raise DataError(
+            f"no validation rows in {where}: add data or raise data.validation_fraction"
+        )
 
 
 def _stats(frame: dd.DataFrame, plan: ColumnPlan) -> pd.DataFrame:

@@ -120,7 +120,7 @@ def check_params(params: dict[str, Any], n_features: int) -> None:
 
 def check_labels(data: LoadedData, params: dict[str, Any]) -> None:
     family = objective_family(params)
-    labels, target = data.label_summary, data.plan.target
+    labels, target = data.label_summary, data.columns.target
     if family == "binary" and (labels["min"] < 0 or labels["max"] > 1):
         raise DataError(
             f"target column '{target}' holds values in [{labels['min']:g}, {labels['max']:g}] but "
@@ -155,9 +155,9 @@ def _collective_config(
 
 
 def _regression_r2(client: Client, booster: xgboost.Booster, data: LoadedData) -> float:
-    features = list(data.plan.features)
+    features = list(data.columns.features)
     predictions = dxgb.predict(client, booster, data.validation[features])
-    truth = data.validation[data.plan.target].to_dask_array(lengths=True)
+    truth = data.validation[data.columns.target].to_dask_array(lengths=True)
     if hasattr(predictions, "to_dask_array"):
         predictions = predictions.to_dask_array(lengths=True)
     residual, total = dask.compute(
@@ -176,28 +176,17 @@ def train_xgboost(
     """Load, validate, train (resuming from checkpoints), evaluate, write artifacts."""
     timings = Timings()
     params = training_params(config.xgboost.params)
-    data = load_training_data(
-        client,
-        train_url=config.data.train,
-        validation_url=config.data.validation,
-        target=config.data.target,
-        features=config.data.features,
-        categorical=config.data.categorical,
-        fmt=config.data.format,
-        storage_options=config.storage_options,
-        validation_fraction=config.data.validation_fraction,
-        seed=config.data.seed,
-    )
-    check_params(params, len(data.plan.features))
+    data = load_training_data(client, config.data, config.storage_options)
+    check_params(params, len(data.columns.features))
     check_labels(data, params)
     timings.lap("load_and_validate")
     progress.say(
         stream,
         f"data: {data.rows['train']:,} training rows, {data.rows['validation']:,} validation rows, "
-        f"{len(data.plan.features)} features, {data.train.npartitions} partitions",
+        f"{len(data.columns.features)} features, {data.train.npartitions} partitions",
     )
 
-    run_id = run_identity(config, data.fingerprint)
+    run_id = run_identity(config, data.plan.fingerprint)
     total = config.xgboost.rounds
     store = CheckpointStore(join_url(config.checkpoint_url, run_id), "ubj", config.storage_options)
     resumed = store.latest(lambda raw: xgboost.Booster(model_file=bytearray(raw)), below=total)
@@ -205,13 +194,13 @@ def train_xgboost(
     if resumed:
         progress.say(stream, f"resuming run {run_id} from checkpoint at round {start_round}")
 
-    features = list(data.plan.features)
-    target = data.plan.target
+    features = list(data.columns.features)
+    target = data.columns.target
     train_x, train_y = data.train[features], data.train[target]
     valid_x, valid_y = data.validation[features], data.validation[target]
     # Same collection, same partitions: xgboost.dask pairs X and y partition by partition.
     assert train_x.npartitions == train_y.npartitions
-    categorical = bool(data.plan.categorical)
+    categorical = bool(data.columns.categorical)
     coll_cfg = _collective_config(client, config, embedded)
     try:
         dtrain = dxgb.DaskQuantileDMatrix(client, train_x, train_y, enable_categorical=categorical)
@@ -274,7 +263,7 @@ def train_xgboost(
         "config": resolved(config),
         "versions": package_versions(),
         "data": {
-            "fingerprint": data.fingerprint,
+            "fingerprint": data.plan.fingerprint,
             "sources": [
                 {
                     "url": s.url,
@@ -282,7 +271,7 @@ def train_xgboost(
                     "format": s.format,
                     "fingerprint": s.fingerprint,
                 }
-                for s in data.sources
+                for s in data.plan.sources
             ],
             "rows": data.rows,
             "features": features,
