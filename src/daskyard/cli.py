@@ -133,6 +133,37 @@ def build_parser() -> Parser:
     _add_cluster_flags(xgb)
     xgb.set_defaults(handler=_train_xgboost)
 
+    inc = kinds.add_parser(
+        "incremental",
+        help="any scikit-learn estimator with partial_fit, streamed out of core",
+        description="Stream the training files block by block through partial_fit on the "
+        "workers (seeded shuffled order per epoch, bounded prefetch), with streaming standard "
+        "scaling for linear models. Writes model.skops (the whole pipeline), metrics.json and "
+        "manifest.json under --output; checkpoints every incremental.checkpoint_every blocks "
+        "and resumes from them when rerun.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_flag(inc)
+    group = inc.add_argument_group("estimator")
+    group.add_argument(
+        "--estimator",
+        metavar="DOTTED.PATH",
+        help="a scikit-learn estimator class with partial_fit, e.g. "
+        "sklearn.linear_model.SGDClassifier (packages: incremental.allowed_packages)",
+    )
+    group.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an estimator parameter, repeatable: --param loss=log_loss --param alpha=1e-4",
+    )
+    group.add_argument("--epochs", type=int, metavar="N", help="passes over the data (default 1)")
+    _add_data_flags(inc)
+    _add_cluster_flags(inc)
+    inc.set_defaults(handler=_train_incremental)
+
     doctor = commands.add_parser(
         "doctor",
         help="check a cluster: versions, workers, autoscaler API",
@@ -187,6 +218,17 @@ def _params(values: Sequence[str]) -> dict[str, Any] | None:
     return dict(parse_param(v) for v in values) or None
 
 
+def _data_and_cluster_overrides(args: argparse.Namespace) -> dict[tuple[str, ...], Any]:
+    return {
+        ("data", "train"): args.train,
+        ("data", "validation"): args.validation,
+        ("data", "target"): args.target,
+        ("output",): args.output,
+        ("cluster", "scheduler"): args.scheduler,
+        ("cluster", "local_workers"): args.local_workers,
+    }
+
+
 def _train_xgboost(args: argparse.Namespace) -> int:
     from daskyard.config import XGBOOST_FLAT_KEYS, XGBoostJobConfig, build_config
     from daskyard.runner import run_xgboost
@@ -195,18 +237,32 @@ def _train_xgboost(args: argparse.Namespace) -> int:
         XGBoostJobConfig,
         config_file=args.config,
         overrides={
-            ("data", "train"): args.train,
-            ("data", "validation"): args.validation,
-            ("data", "target"): args.target,
-            ("output",): args.output,
+            **_data_and_cluster_overrides(args),
             ("xgboost", "rounds"): args.rounds,
             ("xgboost", "params"): _params(args.param),
-            ("cluster", "scheduler"): args.scheduler,
-            ("cluster", "local_workers"): args.local_workers,
         },
         flat_keys=XGBOOST_FLAT_KEYS,
     )
     run_xgboost(config)
+    return 0
+
+
+def _train_incremental(args: argparse.Namespace) -> int:
+    from daskyard.config import INCREMENTAL_FLAT_KEYS, IncrementalJobConfig, build_config
+    from daskyard.runner import run_incremental
+
+    config = build_config(
+        IncrementalJobConfig,
+        config_file=args.config,
+        overrides={
+            **_data_and_cluster_overrides(args),
+            ("incremental", "estimator"): args.estimator,
+            ("incremental", "epochs"): args.epochs,
+            ("incremental", "params"): _params(args.param),
+        },
+        flat_keys=INCREMENTAL_FLAT_KEYS,
+    )
+    run_incremental(config)
     return 0
 
 

@@ -42,6 +42,14 @@ VERSION_PACKAGES = ["python", "dask", "distributed", "xgboost", "sklearn", "nump
 EXTRA_PACKAGES = ["xgboost", "sklearn", "pyarrow"]
 
 
+def infrastructure_errors() -> tuple[type[BaseException], ...]:
+    """Failures of the cluster rather than of the job: a retried pod may succeed."""
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    return (OSError, TimeoutError, CommClosedError, KilledWorker)
+
+
 @contextlib.contextmanager
 def connect(config: ClusterConfig) -> Iterator[Client]:
     """Yield a client to the configured scheduler, or to an embedded LocalCluster."""

@@ -74,17 +74,38 @@ class XGBoostConfig(StrictModel):
         return self
 
 
-class XGBoostJobConfig(StrictModel):
+class JobConfig(StrictModel):
+    """What every training job has: data, where results go, where it runs."""
+
     data: DataConfig
     output: str = Field(description="fsspec URL of the run's output folder")
     checkpoints: str | None = Field(None, description="default: <output>/checkpoints")
     storage_options: dict[str, Any] = Field(default_factory=dict)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
-    xgboost: XGBoostConfig = Field(default_factory=XGBoostConfig)
 
     @property
     def checkpoint_url(self) -> str:
         return self.checkpoints or self.output.rstrip("/") + "/checkpoints"
+
+
+class XGBoostJobConfig(JobConfig):
+    xgboost: XGBoostConfig = Field(default_factory=XGBoostConfig)
+
+
+class IncrementalConfig(StrictModel):
+    estimator: str = Field(description="dotted path of a scikit-learn estimator with partial_fit")
+    params: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(1, gt=0)
+    classes: list[Any] | None = Field(None, description="default: inferred in one pass")
+    scale: bool | None = Field(None, description="standard scaling; default on for linear models")
+    checkpoint_every: int = Field(20, gt=0, description="blocks between checkpoints")
+    progress_every: int = Field(10, gt=0, description="blocks between progress lines")
+    prefetch: int = Field(2, ge=1, le=16, description="blocks loaded ahead of the fitter")
+    allowed_packages: list[str] = Field(default_factory=lambda: ["sklearn"])
+
+
+class IncrementalJobConfig(JobConfig):
+    incremental: IncrementalConfig
 
 
 # Flat names (the CLI flags) and where they live in the nested config.
@@ -101,6 +122,14 @@ XGBOOST_FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "param": ("xgboost", "params"),
 }
 
+INCREMENTAL_FLAT_KEYS: dict[str, tuple[str, ...]] = {
+    **{k: v for k, v in XGBOOST_FLAT_KEYS.items() if v[0] != "xgboost"},
+    "estimator": ("incremental", "estimator"),
+    "epochs": ("incremental", "epochs"),
+    "params": ("incremental", "params"),
+    "param": ("incremental", "params"),
+}
+
 # Which flag sets a key, for messages: the user typed the flag, not the path.
 FLAG_FOR_PATH = {
     ("data", "train"): "--train",
@@ -111,6 +140,9 @@ FLAG_FOR_PATH = {
     ("cluster", "local_workers"): "--local-workers",
     ("xgboost", "rounds"): "--rounds",
     ("xgboost", "params"): "--param",
+    ("incremental", "estimator"): "--estimator",
+    ("incremental", "epochs"): "--epochs",
+    ("incremental", "params"): "--param",
 }
 
 Model = TypeVar("Model", bound=BaseModel)

@@ -9,7 +9,8 @@ from distributed import Client
 from daskyard import progress
 from daskyard.artifacts import join_url
 from daskyard.cluster import connect
-from daskyard.config import XGBoostJobConfig
+from daskyard.config import IncrementalJobConfig, XGBoostJobConfig
+from daskyard.train.incremental import IncrementalResult, train_incremental
 from daskyard.train.xgboost import XGBoostResult, train_xgboost
 
 
@@ -41,6 +42,26 @@ def run_xgboost(config: XGBoostJobConfig, stream: TextIO | None = None) -> XGBoo
             result.metrics["validation"],
             config.output,
             ["model.ubj", "metrics.json", "manifest.json"],
+        ),
+    )
+    return result
+
+
+def run_incremental(
+    config: IncrementalJobConfig, stream: TextIO | None = None
+) -> IncrementalResult:
+    embedded = config.cluster.scheduler is None
+    with connect(config.cluster) as client:
+        progress.say(stream, describe_cluster(client, embedded))
+        result = train_incremental(config, client, stream=stream)
+    seconds = result.manifest["timings"]["total_seconds"]
+    progress.say(stream, f"done in {seconds:.1f}s: {result.metrics['blocks_seen']} blocks")
+    progress.say(
+        stream,
+        result_table(
+            result.metrics["validation"],
+            config.output,
+            ["model.skops", "metrics.json", "manifest.json"],
         ),
     )
     return result

@@ -18,21 +18,13 @@ from xgboost import collective
 from daskyard import progress
 from daskyard.artifacts import Timings, join_url, package_versions, stable_hash, write_run_outputs
 from daskyard.checkpoints import CheckpointStore
-from daskyard.cluster import scheduler_host
+from daskyard.cluster import infrastructure_errors, scheduler_host
 from daskyard.config import DEFAULT_TRACKER_PORT, XGBoostJobConfig, resolved
 from daskyard.data import LoadedData, load_training_data
 from daskyard.errors import ConfigError, DataError, InfrastructureError
 
 CLASSIFICATION_METRICS = {"binary": ["auc", "logloss"], "multi": ["mlogloss", "merror"]}
 REGRESSION_METRICS = ["rmse"]
-# Failures of the cluster rather than of the job: a retried pod may succeed.
-INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError)
-try:
-    from distributed.scheduler import KilledWorker
-
-    INFRASTRUCTURE_ERRORS += (KilledWorker,)
-except ImportError:  # pragma: no cover - distributed moved it
-    pass
 
 
 @dataclass
@@ -232,7 +224,7 @@ def train_xgboost(
             )
     except xgboost.core.XGBoostError as exc:
         raise _classify_xgboost_error(exc) from None
-    except INFRASTRUCTURE_ERRORS as exc:
+    except infrastructure_errors() as exc:
         raise InfrastructureError(
             f"training lost contact with the cluster ({type(exc).__name__}: {exc}); "
             "rerun the job to resume from the last checkpoint"

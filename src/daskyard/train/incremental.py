@@ -1,0 +1,458 @@
+"""Incremental scikit-learn: stream blocks through ``partial_fit``, out of core.
+
+Each file is one block. Blocks are read on the workers a bounded number ahead
+of the fitter; the model moves between workers as a future (never through the
+client) and is copied per step, so at most ``prefetch + 1`` blocks are in
+memory at any time, whatever the data set's size.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import dask
+import numpy as np
+import pandas as pd
+import skops.io as sio
+from distributed import Client, Future, wait
+from sklearn.base import BaseEstimator, is_classifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from daskyard import progress
+from daskyard.artifacts import Timings, join_url, package_versions, stable_hash, write_run_outputs
+from daskyard.checkpoints import CheckpointStore
+from daskyard.cluster import infrastructure_errors
+from daskyard.config import IncrementalJobConfig, resolved
+from daskyard.data import SPLIT_COLUMN, ColumnPlan, DataPlan, check_rows, plan_data, read_partition
+from daskyard.errors import ConfigError, DataError, InfrastructureError
+from daskyard.estimators import build_estimator, is_linear_model, resolve_estimator
+
+AUC_BINS = 1 << 14  # score histogram resolution for the per-partition AUC
+MAX_CLASSES = 1000  # more distinct labels than this is a continuous target, not classes
+# Modules whose types a daskyard checkpoint may hold (skops refuses anything else).
+TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "builtins.")
+
+
+@dataclass
+class IncrementalResult:
+    model: BaseEstimator
+    metrics: dict[str, Any]
+    manifest: dict[str, Any]
+    output: str
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """Everything a worker needs to turn a block into model input."""
+
+    features: tuple[str, ...]
+    target: str
+    classes: tuple[Any, ...] | None
+    scaler: StandardScaler | None
+
+
+# ---------------------------------------------------------------- worker-side steps
+
+
+def _rows(block: pd.DataFrame, validation: bool) -> pd.DataFrame:
+    if SPLIT_COLUMN not in block:
+        return block
+    return block[block[SPLIT_COLUMN] == validation]
+
+
+def _inputs(rows: pd.DataFrame, spec: BlockSpec) -> Any:
+    features = rows[list(spec.features)]
+    return spec.scaler.transform(features) if spec.scaler is not None else features
+
+
+def fit_block(model: BaseEstimator, block: pd.DataFrame, spec: BlockSpec) -> BaseEstimator:
+    """One ``partial_fit`` step on a copy (the previous model stays valid for retries)."""
+    rows = _rows(block, validation=False)
+    model = copy.deepcopy(model)
+    if len(rows) == 0:
+        return model
+    target = rows[spec.target].to_numpy()
+    if spec.classes is not None:
+        model.partial_fit(_inputs(rows, spec), target, classes=np.asarray(spec.classes))
+    else:
+        model.partial_fit(_inputs(rows, spec), target)
+    return model
+
+
+def save_checkpoint(model: BaseEstimator, store: CheckpointStore, step: int) -> int:
+    store.save(step, sio.dumps(model))
+    return step
+
+
+def _scores(model: BaseEstimator, inputs: Any) -> np.ndarray | None:
+    """Positive-class scores in [0, 1] for a binary classifier (AUC only needs the order)."""
+    if hasattr(model, "predict_proba"):
+        try:
+            return model.predict_proba(inputs)[:, 1]
+        except AttributeError:  # e.g. SGDClassifier(loss="hinge") has no probabilities
+            pass
+    if hasattr(model, "decision_function"):
+        return 1.0 / (1.0 + np.exp(-np.clip(model.decision_function(inputs), -500, 500)))
+    return None
+
+
+def evaluate_file(
+    url: str,
+    index: int,
+    source_format: str,
+    storage_options: dict[str, Any],
+    columns: ColumnPlan,
+    split: tuple[int, float] | None,
+    model: BaseEstimator,
+    spec: BlockSpec,
+) -> dict[str, Any]:
+    """Read one file on a worker and return additive partial metrics for its validation rows."""
+    block = read_partition(url, index, source_format, storage_options, columns, split)
+    rows = _rows(block, validation=True)
+    out: dict[str, Any] = {"n": len(rows)}
+    if len(rows) == 0:
+        return out
+    inputs, truth = _inputs(rows, spec), rows[spec.target].to_numpy()
+    if spec.classes is None:  # regressor
+        predicted = model.predict(inputs)
+        out.update(
+            sum_y=float(truth.sum()),
+            sum_y2=float((truth.astype(float) ** 2).sum()),
+            sse=float(((truth - predicted) ** 2).sum()),
+        )
+        return out
+    out["correct"] = int((model.predict(inputs) == truth).sum())
+    try:
+        proba = model.predict_proba(inputs)
+        index_of = np.searchsorted(model.classes_, truth)
+        picked = np.clip(proba[np.arange(len(truth)), index_of], 1e-15, 1.0)
+        out["log_loss_sum"] = float(-np.log(picked).sum())
+    except AttributeError:
+        pass
+    if len(spec.classes) == 2:
+        scores = _scores(model, inputs)
+        if scores is not None:
+            bins = np.minimum((scores * AUC_BINS).astype(np.int64), AUC_BINS - 1)
+            positive = truth == model.classes_[1]
+            out["pos_hist"] = np.bincount(bins[positive], minlength=AUC_BINS)
+            out["neg_hist"] = np.bincount(bins[~positive], minlength=AUC_BINS)
+    return out
+
+
+def combine_metrics(parts: list[dict[str, Any]], classifier: bool) -> dict[str, float]:
+    """Add the per-file partial sums up into scikit-learn-named metrics."""
+    n = sum(p["n"] for p in parts)
+    filled = [p for p in parts if p["n"]]
+    if classifier:
+        metrics = {"accuracy": sum(p["correct"] for p in filled) / n}
+        if all("log_loss_sum" in p for p in filled):
+            metrics["log_loss"] = sum(p["log_loss_sum"] for p in filled) / n
+        if filled and all("pos_hist" in p for p in filled):
+            pos = np.sum([p["pos_hist"] for p in filled], axis=0).astype(float)
+            neg = np.sum([p["neg_hist"] for p in filled], axis=0).astype(float)
+            if pos.sum() and neg.sum():
+                below = np.cumsum(neg) - neg  # negatives scored strictly lower
+                metrics["roc_auc"] = float(
+                    (pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum())
+                )
+        return metrics
+    sum_y = sum(p["sum_y"] for p in filled)
+    sse = sum(p["sse"] for p in filled)
+    total = sum(p["sum_y2"] for p in filled) - sum_y**2 / n
+    return {"r2": 1.0 - sse / total if total > 0 else float("nan"), "rmse": float(np.sqrt(sse / n))}
+
+
+# ---------------------------------------------------------------- client-side run
+
+
+def first_pass(
+    plan: DataPlan, classifier: bool, want_classes: bool, want_scaler: bool
+) -> tuple[dict[str, int], tuple[Any, ...] | None, StandardScaler | None]:
+    """One streamed read on the workers: row counts, classes and scaling moments."""
+    frame = plan.frame(plan.train, plan.split)
+    features = list(plan.columns.features)
+    train_rows = frame[~frame[SPLIT_COLUMN]] if plan.split else frame
+    tasks: dict[str, Any] = {"rows": frame.shape[0], "train_rows": train_rows.shape[0]}
+    if want_classes:
+        tasks["classes"] = train_rows[plan.columns.target].drop_duplicates()
+    if want_scaler:
+        tasks["mean"] = train_rows[features].mean()
+        tasks["var"] = train_rows[features].var(ddof=0)
+    if plan.validation is not None:
+        tasks["validation_rows"] = plan.frame(plan.validation).shape[0]
+    values = dict(zip(tasks, dask.compute(*tasks.values()), strict=True))
+    train = int(values["train_rows"])
+    held_out = int(values.get("validation_rows", values["rows"] - train))
+    rows = {"train": train, "validation": held_out}
+    classes = None
+    if want_classes:
+        found = pd.Series(values["classes"]).dropna()
+        classes = tuple(sorted(found.tolist()))
+    scaler = None
+    if want_scaler:
+        scaler = _fitted_scaler(values["mean"], values["var"], train, features)
+    return rows, classes, scaler
+
+
+def _fitted_scaler(
+    mean: pd.Series, var: pd.Series, rows: int, features: list[str]
+) -> StandardScaler:
+    """A StandardScaler from moments dask reduced in parallel (what fit() would compute)."""
+    scaler = StandardScaler()
+    scaler.mean_ = mean[features].to_numpy(dtype=np.float64)
+    scaler.var_ = var[features].to_numpy(dtype=np.float64)
+    scale = np.sqrt(scaler.var_)
+    scaler.scale_ = np.where(scale < 10 * np.finfo(np.float64).eps, 1.0, scale)  # as sklearn does
+    scaler.n_samples_seen_ = rows
+    scaler.n_features_in_ = len(features)
+    scaler.feature_names_in_ = np.asarray(features, dtype=object)
+    return scaler
+
+
+def check_classes(classes: tuple[Any, ...], target: str, estimator_path: str) -> None:
+    values = np.asarray(classes)
+    continuous = values.dtype.kind == "f" and not np.all(np.mod(values, 1) == 0)
+    if continuous or len(classes) > MAX_CLASSES:
+        raise DataError(
+            f"target column '{target}' holds continuous values ({len(classes)} distinct) but "
+            f"{estimator_path} is a classifier: use a regressor or discrete labels"
+        )
+    if len(classes) < 2:
+        raise DataError(
+            f"target column '{target}' has a single class {list(classes)}: a "
+            "classifier needs at least two"
+        )
+
+
+def load_checkpoint(raw: bytes) -> BaseEstimator:
+    untrusted = sio.get_untrusted_types(data=raw)
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_MODULE_PREFIXES)]
+    if refused:
+        raise ValueError(f"checkpoint holds types outside scikit-learn: {refused}")
+    return sio.loads(raw, trusted=untrusted)
+
+
+def block_order(files: int, epoch: int, seed: int) -> np.ndarray:
+    """Seeded shuffled file order of one epoch: the same on every (re)run."""
+    return np.random.default_rng([seed, epoch]).permutation(files)
+
+
+def run_identity(config: IncrementalJobConfig, fingerprint: str) -> str:
+    identity = resolved(config)
+    identity.pop("cluster", None)
+    for key in ("progress_every", "checkpoint_every", "prefetch"):
+        identity["incremental"].pop(key, None)
+    return "inc-" + stable_hash({"config": identity, "data": fingerprint})
+
+
+def train_incremental(
+    config: IncrementalJobConfig, client: Client, *, stream: TextIO | None = None
+) -> IncrementalResult:
+    timings = Timings()
+    settings = config.incremental
+    estimator_cls = resolve_estimator(settings.estimator, settings.allowed_packages)
+    estimator = build_estimator(estimator_cls, settings.params, settings.estimator)
+    classifier = is_classifier(estimator)
+    if config.data.categorical:
+        raise ConfigError(
+            "data.categorical is not supported by incremental training: encode "
+            "those columns as numbers first"
+        )
+    plan = plan_data(client, config.data, config.storage_options, numeric_target=not classifier)
+    scale = settings.scale if settings.scale is not None else is_linear_model(estimator)
+    want_classes = classifier and settings.classes is None
+    try:
+        rows, classes, scaler = first_pass(plan, classifier, want_classes, scale)
+    except infrastructure_errors() as exc:
+        raise _lost(exc) from None
+    check_rows(rows, plan, config.data)
+    if classifier:
+        classes = tuple(settings.classes) if settings.classes is not None else classes
+        check_classes(classes, plan.columns.target, settings.estimator)
+    spec = BlockSpec(
+        plan.columns.features, plan.columns.target, classes if classifier else None, scaler
+    )
+    timings.lap("plan_and_first_pass")
+    files = plan.train.files
+    total = settings.epochs * len(files)
+    progress.say(
+        stream,
+        f"data: {rows['train']:,} training rows, {rows['validation']:,} "
+        f"validation rows, {len(spec.features)} features, {len(files)} blocks "
+        f"x {settings.epochs} epochs; scaling {'on' if scaler else 'off'}",
+    )
+
+    run_id = run_identity(config, plan.fingerprint)
+    store = CheckpointStore(
+        join_url(config.checkpoint_url, run_id), "skops", config.storage_options
+    )
+    resumed = store.latest(load_checkpoint, below=total)
+    start = 0
+    if resumed:
+        start, estimator = resumed
+        progress.say(stream, f"resuming run {run_id} from checkpoint at block {start}")
+
+    try:
+        model = _stream(
+            client, plan, spec, estimator, store, start, total, settings, config.data.seed, stream
+        )
+        timings.lap("train")
+        parts = _evaluate(client, plan, model, spec)
+        final = model.result()
+    except infrastructure_errors() as exc:
+        raise _lost(exc) from None
+    validation = combine_metrics(parts, classifier)
+    timings.lap("evaluate")
+
+    pipeline = Pipeline([("scale", scaler), ("model", final)]) if scaler is not None else final
+    metrics = {
+        "validation": validation,
+        "blocks_seen": total,
+        "epochs": settings.epochs,
+        "rows": rows,
+    }
+    manifest = {
+        "run_id": run_id,
+        "kind": "incremental",
+        "config": resolved(config),
+        "versions": package_versions(),
+        "data": {
+            "fingerprint": plan.fingerprint,
+            "sources": [
+                {
+                    "url": s.url,
+                    "files": len(s.files),
+                    "format": s.format,
+                    "fingerprint": s.fingerprint,
+                }
+                for s in plan.sources
+            ],
+            "rows": rows,
+            "features": list(spec.features),
+            "target": spec.target,
+            "classes": [_plain(c) for c in classes] if classifier else None,
+        },
+        "training": {
+            "estimator": settings.estimator,
+            "params": final.get_params(deep=False),
+            "blocks": len(files),
+            "blocks_seen": total,
+            "resumed_from_block": start,
+            "scaling": scaler is not None,
+            "workers": len(client.scheduler_info(n_workers=-1)["workers"]),
+            "checkpoints": store.url,
+        },
+        "timings": timings.as_dict(),
+    }
+    write_run_outputs(
+        config.output,
+        {"model.skops": sio.dumps(pipeline)},
+        metrics,
+        manifest,
+        config.storage_options,
+    )
+    return IncrementalResult(pipeline, metrics, manifest, config.output)
+
+
+def _lost(exc: BaseException) -> InfrastructureError:
+    return InfrastructureError(
+        f"training lost contact with the cluster or its workers ({type(exc).__name__}: "
+        f"{str(exc)[:300]}); rerun the job to resume from the last checkpoint"
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _stream(
+    client: Client,
+    plan: DataPlan,
+    spec: BlockSpec,
+    estimator: BaseEstimator,
+    store: CheckpointStore,
+    start: int,
+    total: int,
+    settings: Any,
+    seed: int,
+    stream: TextIO | None,
+) -> Future:
+    """Submit load and fit steps with at most ``prefetch`` blocks loaded ahead."""
+    files, source = plan.train.files, plan.train
+    per_epoch = len(files)
+    orders: dict[int, np.ndarray] = {}
+
+    def file_at(step: int) -> int:
+        epoch = step // per_epoch
+        if epoch not in orders:
+            orders[epoch] = block_order(per_epoch, epoch, seed)
+        return int(orders[epoch][step % per_epoch])
+
+    def load(step: int) -> Future:
+        index = file_at(step)
+        return client.submit(
+            read_partition,
+            files[index],
+            index,
+            source.format,
+            source.storage_options,
+            plan.columns,
+            plan.split,
+            pure=False,
+        )
+
+    model = client.scatter(estimator)
+    loads: deque[Future] = deque()
+    next_load = start
+    previous: Future | None = None
+    checkpoints: list[Future] = []
+    started = time.monotonic()
+    for step in range(start, total):
+        while next_load < total and len(loads) < settings.prefetch:
+            loads.append(load(next_load))
+            next_load += 1
+        block = loads.popleft()
+        model = client.submit(fit_block, model, block, spec, pure=False)
+        del block
+        if previous is not None:
+            wait(previous)  # bounds the pipeline: one fit queued behind the running one
+        previous = model
+        seen = step + 1
+        if seen % settings.checkpoint_every == 0 and seen < total:
+            checkpoints.append(client.submit(save_checkpoint, model, store, seen, pure=False))
+        if seen % settings.progress_every == 0 or seen == total:
+            wait(model)
+            elapsed = time.monotonic() - started
+            eta = elapsed / (seen - start) * (total - seen)
+            progress.say(
+                stream,
+                f"block {seen}/{total}  epoch {step // per_epoch + 1}/"
+                f"{total // per_epoch}  elapsed {progress.format_seconds(elapsed)}"
+                f"  eta {progress.format_seconds(eta)}",
+            )
+    wait(model)
+    client.gather(checkpoints)
+    return model
+
+
+def _evaluate(client: Client, plan: DataPlan, model: Future, spec: BlockSpec) -> list[dict]:
+    source = plan.validation or plan.train
+    split = None if plan.validation else plan.split
+    futures = client.map(
+        evaluate_file,
+        list(source.files),
+        list(range(len(source.files))),
+        source_format=source.format,
+        storage_options=source.storage_options,
+        columns=plan.columns,
+        split=split,
+        model=model,
+        spec=spec,
+        pure=False,
+    )
+    return client.gather(futures)

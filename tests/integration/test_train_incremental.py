@@ -1,0 +1,227 @@
+"""``daskyard train incremental`` on real scheduler and worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+from sklearn.linear_model import SGDClassifier
+from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.preprocessing import StandardScaler
+
+from daskyard.train.incremental import block_order
+from tests.conftest import (
+    DASKYARD,
+    classification_frame,
+    run_cli,
+    write_config,
+    write_files,
+)
+
+pytestmark = pytest.mark.integration
+
+SGD = [
+    "--estimator",
+    "sklearn.linear_model.SGDClassifier",
+    "--param",
+    "loss=log_loss",
+    "--param",
+    "random_state=0",
+]
+
+
+@pytest.fixture(scope="module")
+def blocks(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inc")
+    frame = classification_frame(60_000, seed=2)
+    write_files(frame.iloc[:48_000], root / "train", files=8)
+    write_files(frame.iloc[48_000:], root / "valid", files=2)
+    return root
+
+
+def load_model(path):
+    return sio.load(path, trusted=sio.get_untrusted_types(file=path))
+
+
+def read_sorted(folder):
+    return [pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))]
+
+
+def test_sgd_matches_a_single_process_partial_fit_loop(dask_cluster, blocks, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(
+        "train",
+        "incremental",
+        *SGD,
+        "--epochs",
+        "3",
+        "--train",
+        str(blocks / "train"),
+        "--validation",
+        str(blocks / "valid"),
+        "--target",
+        "label",
+        "--output",
+        str(out),
+        "--scheduler",
+        dask_cluster.address,
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    train, valid = read_sorted(blocks / "train"), pd.concat(read_sorted(blocks / "valid"))
+    features = [c for c in valid.columns if c != "label"]
+    scaler = StandardScaler().fit(pd.concat(train)[features])
+    model = SGDClassifier(loss="log_loss", random_state=0)
+    for epoch in range(3):
+        for index in block_order(len(train), epoch, seed=42):
+            block = train[index]
+            model.partial_fit(scaler.transform(block[features]), block["label"], classes=[0, 1])
+    expected = accuracy_score(valid["label"], model.predict(scaler.transform(valid[features])))
+    assert expected > 0.7
+    assert abs(metrics["validation"]["accuracy"] - expected) < 0.01
+    assert metrics["blocks_seen"] == 24
+
+    # model.skops is the whole pipeline: raw features in, predictions out.
+    pipeline = load_model(out / "model.skops")
+    accuracy = accuracy_score(valid["label"], pipeline.predict(valid[features]))
+    assert accuracy == pytest.approx(metrics["validation"]["accuracy"], abs=1e-9)
+    auc = roc_auc_score(valid["label"], pipeline.predict_proba(valid[features])[:, 1])
+    assert metrics["validation"]["roc_auc"] == pytest.approx(auc, abs=1e-3)
+    assert metrics["validation"]["log_loss"] > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["data"]["classes"] == [0, 1]
+    assert manifest["training"]["scaling"] is True
+
+
+def test_regressor_reports_r2_and_rmse(dask_cluster, tmp_path):
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame(rng.normal(size=(20_000, 3)), columns=["a", "b", "c"])
+    frame["y"] = 2 * frame["a"] - frame["c"] + rng.normal(scale=0.1, size=len(frame))
+    data = write_files(frame, tmp_path / "reg", files=4)
+    result = run_cli(
+        "train",
+        "incremental",
+        "--estimator",
+        "sklearn.linear_model.SGDRegressor",
+        "--train",
+        str(data),
+        "--target",
+        "y",
+        "--output",
+        str(tmp_path / "o"),
+        "--epochs",
+        "2",
+        "--scheduler",
+        dask_cluster.address,
+    )
+    assert result.returncode == 0, result.stderr
+    validation = json.loads((tmp_path / "o" / "metrics.json").read_text())["validation"]
+    assert set(validation) == {"r2", "rmse"}
+    assert validation["r2"] > 0.98 and validation["rmse"] < 0.3
+
+
+def test_killed_run_resumes_and_sees_every_block_once(blocks, tmp_path):
+    out = tmp_path / "run"
+    config = write_config(
+        tmp_path / "job.yaml",
+        {
+            "data": {"train": str(blocks / "train"), "target": "label"},
+            "output": str(out),
+            "cluster": {"local_workers": 2},
+            "incremental": {
+                "estimator": "sklearn.linear_model.SGDClassifier",
+                "epochs": 60,
+                "checkpoint_every": 8,
+                "params": {"loss": "log_loss"},
+            },
+        },
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
+    proc = subprocess.Popen(
+        [DASKYARD, "train", "incremental", "--config", str(config)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while not list((out / "checkpoints").glob("*/step-000016.skops")):
+            assert proc.poll() is None, "training ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no checkpoint within 120s"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_at = max(int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("*/*.skops"))
+    assert 16 <= killed_at < 480
+
+    result = run_cli("train", "incremental", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert f"from checkpoint at block {killed_at}" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["resumed_from_block"] == killed_at
+    assert manifest["training"]["blocks_seen"] == 480
+    assert json.loads((out / "metrics.json").read_text())["validation"]["accuracy"] > 0.7
+
+
+CASES = {
+    "estimator without partial_fit": (
+        ["--estimator", "sklearn.ensemble.RandomForestClassifier"],
+        2,
+        "has no partial_fit",
+    ),
+    "arbitrary callable": (
+        ["--estimator", "sklearn.utils.shuffle"],
+        2,
+        "is not a scikit-learn estimator class",
+    ),
+    "module outside the allow-list": (["--estimator", "os.system"], 2, "is not allowed"),
+    "not a dotted path": (["--estimator", "SGDClassifier"], 2, "is not a dotted path"),
+    "unknown param": (
+        ["--estimator", "sklearn.linear_model.SGDClassifier", "--param", "alpah=0.1"],
+        2,
+        "did you mean 'alpha'?",
+    ),
+    "invalid param value": (
+        ["--estimator", "sklearn.linear_model.SGDClassifier", "--param", "loss=nope"],
+        2,
+        "invalid parameter for sklearn.linear_model.SGDClassifier",
+    ),
+    "continuous target for a classifier": (
+        ["--estimator", "sklearn.linear_model.SGDClassifier", "--target", "f0"],
+        3,
+        "holds continuous values",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_bad_estimator_input(case, dask_cluster, blocks, tmp_path):
+    extra, code, message = CASES[case]
+    args = [
+        "train",
+        "incremental",
+        "--train",
+        str(blocks / "train"),
+        "--target",
+        "label",
+        "--output",
+        str(tmp_path / "o"),
+        "--scheduler",
+        dask_cluster.address,
+        *extra,
+    ]
+    result = run_cli(*args)
+    assert result.returncode == code, result.stderr
+    assert message in result.first_error_line, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o" / "model.skops").exists()
