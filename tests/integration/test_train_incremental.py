@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
+from distributed import Client
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
@@ -21,6 +22,8 @@ from tests.conftest import (
     DASKYARD,
     classification_frame,
     run_cli,
+    start_process_cluster,
+    stop_processes,
     write_config,
     write_files,
 )
@@ -126,6 +129,65 @@ def test_regressor_reports_r2_and_rmse(dask_cluster, tmp_path):
     validation = json.loads((tmp_path / "o" / "metrics.json").read_text())["validation"]
     assert set(validation) == {"r2", "rmse"}
     assert validation["r2"] > 0.98 and validation["rmse"] < 0.3
+
+
+def test_out_of_core_data_three_times_worker_memory_trains_without_pausing(tmp_path):
+    """2 workers x 600 MiB (about 300 MiB of that is the imported libraries), 3.6 GiB of
+    float32 blocks streamed through partial_fit: no worker paused, restarted or killed."""
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=25).astype(np.float32)
+    rows_per_file, files, distinct = 100_000, 372, 12  # 10.4 MB per block
+    train = tmp_path / "train"
+    train.mkdir()
+    for index in range(distinct):
+        x = rng.standard_normal((rows_per_file, 25), dtype=np.float32)
+        frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(25)])
+        frame["label"] = (x @ weights > 0).astype(np.float32)
+        frame.to_parquet(train / f"part-{index:03d}.parquet", index=False)
+    # Hard links: the volume the workers read is real, the disk and setup time are not.
+    for index in range(distinct, files):
+        os.link(train / f"part-{index % distinct:03d}.parquet", train / f"part-{index:03d}.parquet")
+    valid = tmp_path / "valid"
+    valid.mkdir()
+    os.link(train / "part-000.parquet", valid / "part-000.parquet")
+    limit = 600 * 2**20
+    assert rows_per_file * files * 26 * 4 >= 3 * 2 * limit
+
+    cluster = start_process_cluster(tmp_path / "logs", n_workers=2, memory_limit=str(limit))
+    try:
+        with Client(cluster.address) as client:
+            before = client.run(os.getpid)
+            result = run_cli(
+                "train",
+                "incremental",
+                *SGD,
+                "--train",
+                str(train),
+                "--validation",
+                str(valid),
+                "--target",
+                "label",
+                "--output",
+                str(tmp_path / "o"),
+                "--scheduler",
+                cluster.address,
+                timeout=600,
+            )
+            after = client.run(os.getpid)
+            statuses = [
+                e
+                for address in before
+                for _, e in client.get_events(address)
+                if e.get("action") == "worker-status-change"
+            ]
+    finally:
+        stop_processes(cluster.processes)
+    assert result.returncode == 0, result.stderr
+    assert after == before, "a worker was restarted or killed"
+    assert not [e for e in statuses if e["status"] == "paused"], statuses
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["blocks_seen"] == files
+    assert metrics["validation"]["accuracy"] > 0.95
 
 
 def test_killed_run_resumes_and_sees_every_block_once(blocks, tmp_path):
