@@ -164,6 +164,47 @@ def build_parser() -> Parser:
     _add_cluster_flags(inc)
     inc.set_defaults(handler=_train_incremental)
 
+    search = commands.add_parser("search", help="search hyperparameters")
+    search_kinds = search.add_subparsers(dest="kind", metavar="KIND", parser_class=Parser)
+    search_kinds.required = True
+    srch = search_kinds.add_parser(
+        "incremental",
+        help="successive halving over partial_fit budgets",
+        description="Sample --candidates parameter sets from --space (seeded), train them in "
+        "parallel across the workers with partial_fit, and keep the best 1/reduction at each "
+        "rung with reduction times the blocks. Writes model.skops (the best pipeline), "
+        "results.json (every candidate, its budget and scores), metrics.json (with "
+        "best_params) and manifest.json under --output.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_flag(srch)
+    group = srch.add_argument_group("search")
+    group.add_argument(
+        "--estimator", metavar="DOTTED.PATH", help="a scikit-learn estimator class with partial_fit"
+    )
+    group.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="KEY=SPEC",
+        help="a searched parameter, repeatable; SPEC is loguniform:LO:HI, uniform:LO:HI, "
+        "int:LO:HI or choice:A,B,C (e.g. --space alpha=loguniform:1e-6:1e-1)",
+    )
+    group.add_argument(
+        "--candidates", type=int, metavar="N", help="parameter sets to sample (default 16)"
+    )
+    group.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a fixed estimator parameter, repeatable",
+    )
+    _add_data_flags(srch)
+    _add_cluster_flags(srch)
+    srch.set_defaults(handler=_search_incremental)
+
     doctor = commands.add_parser(
         "doctor",
         help="check a cluster: versions, workers, autoscaler API",
@@ -263,6 +304,36 @@ def _train_incremental(args: argparse.Namespace) -> int:
         flat_keys=INCREMENTAL_FLAT_KEYS,
     )
     run_incremental(config)
+    return 0
+
+
+def _space(values: Sequence[str]) -> dict[str, str] | None:
+    space = {}
+    for value in values:
+        key, sep, spec = value.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--space '{value}' is not KEY=SPEC (e.g. alpha=loguniform:1e-6:1)")
+        space[key.strip()] = spec.strip()
+    return space or None
+
+
+def _search_incremental(args: argparse.Namespace) -> int:
+    from daskyard.config import SEARCH_FLAT_KEYS, SearchJobConfig, build_config
+    from daskyard.runner import run_search
+
+    config = build_config(
+        SearchJobConfig,
+        config_file=args.config,
+        overrides={
+            **_data_and_cluster_overrides(args),
+            ("search", "estimator"): args.estimator,
+            ("search", "space"): _space(args.space),
+            ("search", "candidates"): args.candidates,
+            ("search", "params"): _params(args.param),
+        },
+        flat_keys=SEARCH_FLAT_KEYS,
+    )
+    run_search(config)
     return 0
 
 

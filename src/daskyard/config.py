@@ -108,6 +108,32 @@ class IncrementalJobConfig(JobConfig):
     incremental: IncrementalConfig
 
 
+class SearchConfig(StrictModel):
+    estimator: str = Field(description="dotted path of a scikit-learn estimator with partial_fit")
+    params: dict[str, Any] = Field(default_factory=dict, description="fixed parameters")
+    space: dict[str, str] = Field(
+        description="param -> loguniform:LO:HI | uniform:LO:HI | int:LO:HI | choice:A,B,C"
+    )
+    candidates: int = Field(16, ge=2)
+    reduction: int = Field(3, ge=2, description="successive halving keeps 1/reduction per rung")
+    max_blocks: int | None = Field(
+        None, gt=0, description="blocks for a finalist (default: one pass over the training files)"
+    )
+    classes: list[Any] | None = None
+    scale: bool | None = None
+    allowed_packages: list[str] = Field(default_factory=lambda: ["sklearn"])
+
+    @model_validator(mode="after")
+    def _space_is_not_empty(self) -> SearchConfig:
+        if not self.space:
+            raise ValueError("search.space is empty: give at least one --space KEY=SPEC")
+        return self
+
+
+class SearchJobConfig(JobConfig):
+    search: SearchConfig
+
+
 # Flat names (the CLI flags) and where they live in the nested config.
 XGBOOST_FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("data", "train"),
@@ -130,6 +156,15 @@ INCREMENTAL_FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "param": ("incremental", "params"),
 }
 
+SEARCH_FLAT_KEYS: dict[str, tuple[str, ...]] = {
+    **{k: v for k, v in XGBOOST_FLAT_KEYS.items() if v[0] != "xgboost"},
+    "estimator": ("search", "estimator"),
+    "params": ("search", "params"),
+    "param": ("search", "params"),
+    "space": ("search", "space"),
+    "candidates": ("search", "candidates"),
+}
+
 # Which flag sets a key, for messages: the user typed the flag, not the path.
 FLAG_FOR_PATH = {
     ("data", "train"): "--train",
@@ -143,6 +178,10 @@ FLAG_FOR_PATH = {
     ("incremental", "estimator"): "--estimator",
     ("incremental", "epochs"): "--epochs",
     ("incremental", "params"): "--param",
+    ("search", "estimator"): "--estimator",
+    ("search", "params"): "--param",
+    ("search", "space"): "--space",
+    ("search", "candidates"): "--candidates",
 }
 
 Model = TypeVar("Model", bound=BaseModel)

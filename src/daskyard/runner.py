@@ -9,7 +9,8 @@ from distributed import Client
 from daskyard import progress
 from daskyard.artifacts import join_url
 from daskyard.cluster import connect
-from daskyard.config import IncrementalJobConfig, XGBoostJobConfig
+from daskyard.config import IncrementalJobConfig, SearchJobConfig, XGBoostJobConfig
+from daskyard.search import SearchResult, search_incremental
 from daskyard.train.incremental import IncrementalResult, train_incremental
 from daskyard.train.xgboost import XGBoostResult, train_xgboost
 
@@ -62,6 +63,32 @@ def run_incremental(
             result.metrics["validation"],
             config.output,
             ["model.skops", "metrics.json", "manifest.json"],
+        ),
+    )
+    return result
+
+
+def run_search(config: SearchJobConfig, stream: TextIO | None = None) -> SearchResult:
+    embedded = config.cluster.scheduler is None
+    with connect(config.cluster) as client:
+        progress.say(stream, describe_cluster(client, embedded))
+        result = search_incremental(config, client, stream=stream)
+    seconds = result.manifest["timings"]["total_seconds"]
+    best = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in result.metrics["best_params"].items()
+    )
+    progress.say(
+        stream,
+        f"done in {seconds:.1f}s: best candidate {result.metrics['best_candidate']}"
+        f" of {result.metrics['candidates']}: {best}",
+    )
+    progress.say(
+        stream,
+        result_table(
+            result.metrics["validation"],
+            config.output,
+            ["model.skops", "results.json", "metrics.json", "manifest.json"],
         ),
     )
     return result

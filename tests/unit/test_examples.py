@@ -7,7 +7,9 @@ import pytest
 from daskyard.config import (
     INCREMENTAL_FLAT_KEYS,
     XGBOOST_FLAT_KEYS,
+    SEARCH_FLAT_KEYS,
     IncrementalJobConfig,
+    SearchJobConfig,
     XGBoostJobConfig,
     build_config,
 )
@@ -20,6 +22,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
     [
         ("xgboost.yaml", XGBoostJobConfig, XGBOOST_FLAT_KEYS),
         ("incremental.yaml", IncrementalJobConfig, INCREMENTAL_FLAT_KEYS),
+        ("search.yaml", SearchJobConfig, SEARCH_FLAT_KEYS),
     ],
 )
 def test_example_config_validates(name, model, flat_keys):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 import dask
@@ -27,7 +27,7 @@ from daskyard import progress
 from daskyard.artifacts import Timings, join_url, package_versions, stable_hash, write_run_outputs
 from daskyard.checkpoints import CheckpointStore
 from daskyard.cluster import infrastructure_errors
-from daskyard.config import IncrementalJobConfig, resolved
+from daskyard.config import IncrementalJobConfig, JobConfig, resolved
 from daskyard.data import SPLIT_COLUMN, ColumnPlan, DataPlan, check_rows, plan_data, read_partition
 from daskyard.errors import ConfigError, DataError, InfrastructureError
 from daskyard.estimators import build_estimator, is_linear_model, resolve_estimator
@@ -70,17 +70,22 @@ def _inputs(rows: pd.DataFrame, spec: BlockSpec) -> Any:
     return spec.scaler.transform(features) if spec.scaler is not None else features
 
 
-def fit_block(model: BaseEstimator, block: pd.DataFrame, spec: BlockSpec) -> BaseEstimator:
-    """One ``partial_fit`` step on a copy (the previous model stays valid for retries)."""
+def partial_fit_block(model: BaseEstimator, block: pd.DataFrame, spec: BlockSpec) -> None:
+    """``partial_fit`` on the block's training rows, in place."""
     rows = _rows(block, validation=False)
-    model = copy.deepcopy(model)
     if len(rows) == 0:
-        return model
+        return
     target = rows[spec.target].to_numpy()
     if spec.classes is not None:
         model.partial_fit(_inputs(rows, spec), target, classes=np.asarray(spec.classes))
     else:
         model.partial_fit(_inputs(rows, spec), target)
+
+
+def fit_block(model: BaseEstimator, block: pd.DataFrame, spec: BlockSpec) -> BaseEstimator:
+    """One step on a copy: the previous model stays valid if this task is retried."""
+    model = copy.deepcopy(model)
+    partial_fit_block(model, block, spec)
     return model
 
 
@@ -250,13 +255,34 @@ def run_identity(config: IncrementalJobConfig, fingerprint: str) -> str:
     return "inc-" + stable_hash({"config": identity, "data": fingerprint})
 
 
-def train_incremental(
-    config: IncrementalJobConfig, client: Client, *, stream: TextIO | None = None
-) -> IncrementalResult:
-    timings = Timings()
-    settings = config.incremental
+@dataclass
+class Prepared:
+    """An estimator, checked data and the first pass's results: ready to stream."""
+
+    estimator: BaseEstimator
+    classifier: bool
+    plan: DataPlan
+    rows: dict[str, int]
+    spec: BlockSpec
+
+
+def prepare_stream(
+    client: Client,
+    config: JobConfig,
+    settings: Any,
+    params: dict[str, Any] | None = None,
+    hold_out_files: bool = False,
+) -> Prepared:
+    """Check the estimator (before any work), plan the data, run the first pass.
+
+    ``settings`` carries estimator, params, classes, scale and allowed_packages.
+    With ``hold_out_files``, a seeded share of whole files becomes the validation
+    set when none is given, so evaluating many models reads only those files.
+    """
     estimator_cls = resolve_estimator(settings.estimator, settings.allowed_packages)
-    estimator = build_estimator(estimator_cls, settings.params, settings.estimator)
+    estimator = build_estimator(
+        estimator_cls, settings.params if params is None else params, settings.estimator
+    )
     classifier = is_classifier(estimator)
     if config.data.categorical:
         raise ConfigError(
@@ -264,6 +290,8 @@ def train_incremental(
             "those columns as numbers first"
         )
     plan = plan_data(client, config.data, config.storage_options, numeric_target=not classifier)
+    if hold_out_files and plan.validation is None:
+        plan = _hold_out_files(plan, config.data.validation_fraction, config.data.seed)
     scale = settings.scale if settings.scale is not None else is_linear_model(estimator)
     want_classes = classifier and settings.classes is None
     try:
@@ -277,6 +305,42 @@ def train_incremental(
     spec = BlockSpec(
         plan.columns.features, plan.columns.target, classes if classifier else None, scaler
     )
+    return Prepared(estimator, classifier, plan, rows, spec)
+
+
+def _hold_out_files(plan: DataPlan, fraction: float, seed: int) -> DataPlan:
+    files = plan.train.files
+    if len(files) < 2:
+        raise DataError(
+            f"'{plan.train.url}' is a single file: a search needs --validation or at least "
+            "two files, so that whole files can be held out"
+        )
+    order = np.random.default_rng([seed, 1 << 20]).permutation(len(files))
+    held = max(1, round(len(files) * fraction))
+    valid = tuple(files[i] for i in sorted(order[:held]))
+    train = tuple(files[i] for i in sorted(order[held:]))
+    return replace(
+        plan,
+        train=replace(plan.train, files=train),
+        validation=replace(plan.train, files=valid, url=f"{plan.train.url} (held-out files)"),
+        split=None,
+    )
+
+
+def train_incremental(
+    config: IncrementalJobConfig, client: Client, *, stream: TextIO | None = None
+) -> IncrementalResult:
+    timings = Timings()
+    settings = config.incremental
+    prepared = prepare_stream(client, config, settings)
+    estimator, classifier, plan, rows, spec = (
+        prepared.estimator,
+        prepared.classifier,
+        prepared.plan,
+        prepared.rows,
+        prepared.spec,
+    )
+    classes, scaler = spec.classes, spec.scaler
     timings.lap("plan_and_first_pass")
     files = plan.train.files
     total = settings.epochs * len(files)

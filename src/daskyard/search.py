@@ -1,0 +1,361 @@
+"""Incremental hyperparameter search: successive halving over partial_fit budgets.
+
+Candidates are sampled (seeded) from ``--space`` specs. Every rung trains each
+surviving candidate on its next share of blocks in one task per candidate, so
+the rung's tasks run in parallel across the workers (and are what makes an
+autoscaled cluster grow); each model stays a future on the cluster between
+rungs. Only the top ``1/reduction`` go on, with ``reduction`` times the budget.
+
+Written for current dask/distributed: dask-ml's IncrementalSearchCV is broken
+on dask >= 2025.3 (dask-ml#1016).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import numpy as np
+import skops.io as sio
+from distributed import Client, Future
+from sklearn.base import BaseEstimator
+from sklearn.pipeline import Pipeline
+
+from daskyard import progress
+from daskyard.artifacts import (
+    Timings,
+    join_url,
+    package_versions,
+    stable_hash,
+    write_json_atomic,
+    write_run_outputs,
+)
+from daskyard.cluster import infrastructure_errors
+from daskyard.config import SearchJobConfig, parse_param, resolved
+from daskyard.data import ColumnPlan, DataSource, read_partition
+from daskyard.errors import ConfigError
+from daskyard.estimators import build_estimator, resolve_estimator
+from daskyard.train.incremental import (
+    BlockSpec,
+    _lost,
+    _plain,
+    block_order,
+    combine_metrics,
+    evaluate_file,
+    partial_fit_block,
+    prepare_stream,
+)
+
+# Higher is better for these; the others (log_loss, rmse) are minimised.
+MAXIMISED = {"accuracy", "roc_auc", "r2"}
+
+
+# ---------------------------------------------------------------- the space
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    kind: str  # loguniform | uniform | int | choice
+    low: float = 0.0
+    high: float = 0.0
+    choices: tuple[Any, ...] = ()
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        if self.kind == "loguniform":
+            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+        if self.kind == "uniform":
+            return float(rng.uniform(self.low, self.high))
+        if self.kind == "int":
+            return int(rng.integers(int(self.low), int(self.high) + 1))
+        return self.choices[int(rng.integers(len(self.choices)))]
+
+
+def parse_dimension(name: str, spec: str) -> Dimension:
+    """``loguniform:LO:HI``, ``uniform:LO:HI``, ``int:LO:HI`` or ``choice:A,B,C``."""
+    kind, _, rest = str(spec).partition(":")
+    where = f"--space {name}={spec}"
+    if kind == "choice":
+        choices = tuple(parse_param(f"x={value}")[1] for value in rest.split(",") if value != "")
+        if not choices:
+            raise ConfigError(f"{where}: choice needs at least one value, e.g. choice:l1,l2")
+        return Dimension(name, kind, choices=choices)
+    if kind not in ("loguniform", "uniform", "int"):
+        raise ConfigError(
+            f"{where}: unknown kind '{kind}'; use loguniform:LO:HI, uniform:LO:HI, int:LO:HI "
+            "or choice:A,B,C"
+        )
+    parts = rest.split(":")
+    try:
+        low, high = (float(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        low = high = None
+    if low is None or high is None:
+        raise ConfigError(f"{where}: expected {kind}:LO:HI with two numbers")
+    if not low < high:
+        raise ConfigError(f"{where}: LO must be below HI")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(f"{where}: loguniform needs LO > 0")
+    if kind == "int" and (low != int(low) or high != int(high)):
+        raise ConfigError(f"{where}: int bounds must be whole numbers")
+    return Dimension(name, kind, low, high)
+
+
+def parse_space(space: dict[str, str]) -> list[Dimension]:
+    return [parse_dimension(name, spec) for name, spec in space.items()]
+
+
+def sample_candidates(space: list[Dimension], count: int, seed: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng([seed, 7])
+    return [{d.name: d.sample(rng) for d in space} for _ in range(count)]
+
+
+# ---------------------------------------------------------------- the schedule
+
+
+def rung_schedule(candidates: int, reduction: int, max_blocks: int) -> list[tuple[int, int]]:
+    """(survivors, cumulative blocks) per rung: budgets grow by ``reduction`` each rung."""
+    rungs = math.floor(math.log(candidates, reduction) + 1e-9) + 1
+    schedule = []
+    for rung in range(rungs):
+        survivors = math.ceil(candidates / reduction**rung)
+        blocks = max(1, math.ceil(max_blocks / reduction ** (rungs - 1 - rung)))
+        if schedule and blocks <= schedule[-1][1]:
+            continue  # too little data for another distinct budget
+        schedule.append((survivors, blocks))
+    return schedule
+
+
+# ---------------------------------------------------------------- worker tasks
+
+
+def train_rung(
+    model: BaseEstimator,
+    blocks: list[tuple[str, int]],
+    source_format: str,
+    storage_options: dict[str, Any],
+    columns: ColumnPlan,
+    spec: BlockSpec,
+) -> BaseEstimator:
+    """One candidate's share of a rung, block after block, in one task on one worker."""
+    model = copy.deepcopy(model)
+    for url, index in blocks:
+        block = read_partition(url, index, source_format, storage_options, columns, None)
+        partial_fit_block(model, block, spec)
+    return model
+
+
+def score_candidate(
+    model: BaseEstimator,
+    source: DataSource,
+    columns: ColumnPlan,
+    spec: BlockSpec,
+    classifier: bool,
+) -> dict[str, float]:
+    parts = [
+        evaluate_file(url, index, source.format, source.storage_options, columns, None, model, spec)
+        for index, url in enumerate(source.files)
+    ]
+    return combine_metrics(parts, classifier)
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class Candidate:
+    id: int
+    params: dict[str, Any]
+    model: Future | None = None
+    blocks: int = 0
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    stopped_at_rung: int | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "params": {k: _plain(v) for k, v in self.params.items()},
+            "budget_blocks": self.blocks,
+            "scores": self.scores,
+            "stopped_at_rung": self.stopped_at_rung,
+        }
+
+
+@dataclass
+class SearchResult:
+    model: Any
+    metrics: dict[str, Any]
+    results: list[dict[str, Any]]
+    manifest: dict[str, Any]
+    output: str
+
+
+def search_incremental(
+    config: SearchJobConfig, client: Client, *, stream: TextIO | None = None
+) -> SearchResult:
+    timings = Timings()
+    settings = config.search
+    space = parse_space(settings.space)
+    estimator_cls = resolve_estimator(settings.estimator, settings.allowed_packages)
+    known = estimator_cls().get_params(deep=False)
+    for dimension in space:
+        if dimension.name not in known:
+            raise ConfigError(
+                f"--space '{dimension.name}' is not a parameter of {settings.estimator}"
+            )
+    sampled = sample_candidates(space, settings.candidates, config.data.seed)
+    # Every candidate's values are checked now, before any cluster work.
+    for params in sampled:
+        build_estimator(estimator_cls, {**settings.params, **params}, settings.estimator)
+
+    prepared = prepare_stream(client, config, settings, hold_out_files=True)
+    plan, spec, classifier = prepared.plan, prepared.spec, prepared.classifier
+    metric = "accuracy" if classifier else "r2"
+    files = plan.train.files
+    max_blocks = settings.max_blocks or len(files)
+    schedule = rung_schedule(settings.candidates, settings.reduction, max_blocks)
+    order = _block_sequence(len(files), max_blocks, config.data.seed)
+    timings.lap("plan_and_first_pass")
+    progress.say(
+        stream,
+        f"search: {settings.candidates} candidates, {len(schedule)} rungs "
+        f"({', '.join(f'{n} x {b} blocks' for n, b in schedule)}), scored by validation {metric} "
+        f"on {len(plan.validation.files)} file(s)",
+    )
+
+    candidates = [Candidate(i, params) for i, params in enumerate(sampled)]
+    for candidate in candidates:
+        estimator = build_estimator(
+            estimator_cls, {**settings.params, **candidate.params}, settings.estimator
+        )
+        candidate.model = client.scatter(estimator)
+    alive = candidates
+    try:
+        for rung, (survivors, budget) in enumerate(schedule):
+            alive = _run_rung(
+                client, alive[:survivors], rung, budget, order, plan, spec, classifier, metric
+            )
+            best = alive[0]
+            progress.say(
+                stream,
+                f"rung {rung + 1}/{len(schedule)}: {survivors} candidates x {budget} blocks; "
+                f"best {metric}={best.scores[-1]['validation'][metric]:.4f} (candidate {best.id})",
+            )
+            if rung < len(schedule) - 1:
+                for candidate in alive[schedule[rung + 1][0] :]:
+                    candidate.stopped_at_rung = rung
+                    candidate.model = None  # frees the model on the cluster
+        winner = alive[0]
+        final = winner.model.result()
+    except infrastructure_errors() as exc:
+        raise _lost(exc) from None
+    timings.lap("search")
+
+    best_metrics = winner.scores[-1]["validation"]
+    best_params = {**settings.params, **{k: _plain(v) for k, v in winner.params.items()}}
+    pipeline = (
+        Pipeline([("scale", spec.scaler), ("model", final)]) if spec.scaler is not None else final
+    )
+    results = [c.record() for c in candidates]
+    metrics = {
+        "validation": best_metrics,
+        "best_params": best_params,
+        "best_candidate": winner.id,
+        "metric": metric,
+        "candidates": len(candidates),
+        "rows": prepared.rows,
+    }
+    run_id = "search-" + stable_hash({"config": resolved(config), "data": plan.fingerprint})
+    manifest = {
+        "run_id": run_id,
+        "kind": "search",
+        "config": resolved(config),
+        "versions": package_versions(),
+        "data": {
+            "fingerprint": plan.fingerprint,
+            "train_files": len(plan.train.files),
+            "validation_files": len(plan.validation.files),
+            "rows": prepared.rows,
+            "features": list(spec.features),
+            "target": spec.target,
+        },
+        "search": {
+            "estimator": settings.estimator,
+            "schedule": [{"candidates": n, "blocks": b} for n, b in schedule],
+            "reduction": settings.reduction,
+            "workers": len(client.scheduler_info(n_workers=-1)["workers"]),
+        },
+        "timings": timings.as_dict(),
+    }
+    write_json_atomic(
+        join_url(config.output, "results.json"), {"candidates": results}, config.storage_options
+    )
+    write_run_outputs(
+        config.output,
+        {"model.skops": sio.dumps(pipeline)},
+        metrics,
+        manifest,
+        config.storage_options,
+    )
+    return SearchResult(pipeline, metrics, results, manifest, config.output)
+
+
+def _block_sequence(files: int, blocks: int, seed: int) -> list[int]:
+    """The file index of every block a finalist sees: seeded shuffled epochs."""
+    sequence: list[int] = []
+    epoch = 0
+    while len(sequence) < blocks:
+        sequence.extend(int(i) for i in block_order(files, epoch, seed))
+        epoch += 1
+    return sequence[:blocks]
+
+
+def _run_rung(
+    client: Client,
+    candidates: list[Candidate],
+    rung: int,
+    budget: int,
+    order: list[int],
+    plan: Any,
+    spec: BlockSpec,
+    classifier: bool,
+    metric: str,
+) -> list[Candidate]:
+    """Train every candidate up to ``budget`` blocks in parallel; return them best first."""
+    source = plan.train
+    scores = []
+    for candidate in candidates:
+        blocks = [(source.files[i], i) for i in order[candidate.blocks : budget]]
+        candidate.model = client.submit(
+            train_rung,
+            candidate.model,
+            blocks,
+            source.format,
+            source.storage_options,
+            plan.columns,
+            spec,
+            pure=False,
+        )
+        candidate.blocks = budget
+        scores.append(
+            client.submit(
+                score_candidate,
+                candidate.model,
+                plan.validation,
+                plan.columns,
+                spec,
+                classifier,
+                pure=False,
+            )
+        )
+    for candidate, validation in zip(candidates, client.gather(scores), strict=True):
+        candidate.scores.append({"rung": rung, "blocks": budget, "validation": validation})
+    sign = -1.0 if metric in MAXIMISED else 1.0
+
+    def rank(candidate: Candidate) -> tuple[bool, float]:
+        value = candidate.scores[-1]["validation"].get(metric, float("nan"))
+        return (math.isnan(value), sign * value)  # a diverged (NaN) model ranks last
+
+    return sorted(candidates, key=rank)

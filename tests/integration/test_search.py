@@ -1,0 +1,125 @@
+"""``daskyard search incremental`` on real scheduler and worker processes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+from sklearn.metrics import accuracy_score
+
+from tests.conftest import run_cli, write_files
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def noisy_problem(tmp_path_factory):
+    """200 features, 5 informative, label noise: SGDClassifier's defaults do poorly here."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20_000, 200)).astype(np.float32)
+    weights = np.zeros(200)
+    weights[:5] = [1.0, -1.0, 0.8, -0.6, 0.5]
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(200)])
+    frame["label"] = (x @ weights + rng.normal(scale=1.5, size=len(x)) > 0).astype(np.int64)
+    root = tmp_path_factory.mktemp("search")
+    write_files(frame.iloc[:16_000], root / "train", files=8)
+    write_files(frame.iloc[16_000:], root / "valid", files=2)
+    return root
+
+
+def test_search_beats_the_default_parameters(dask_cluster, noisy_problem, tmp_path):
+    data = [
+        "--train",
+        str(noisy_problem / "train"),
+        "--validation",
+        str(noisy_problem / "valid"),
+        "--target",
+        "label",
+        "--scheduler",
+        dask_cluster.address,
+    ]
+    default = run_cli(
+        "train",
+        "incremental",
+        "--estimator",
+        "sklearn.linear_model.SGDClassifier",
+        "--param",
+        "random_state=0",
+        "--output",
+        str(tmp_path / "default"),
+        *data,
+    )
+    assert default.returncode == 0, default.stderr
+    search = run_cli(
+        "search",
+        "incremental",
+        "--estimator",
+        "sklearn.linear_model.SGDClassifier",
+        "--param",
+        "random_state=0",
+        "--space",
+        "alpha=loguniform:1e-6:1",
+        "--space",
+        "penalty=choice:l2,l1",
+        "--candidates",
+        "16",
+        "--output",
+        str(tmp_path / "search"),
+        *data,
+    )
+    assert search.returncode == 0, search.stderr
+    baseline = json.loads((tmp_path / "default" / "metrics.json").read_text())["validation"]
+    metrics = json.loads((tmp_path / "search" / "metrics.json").read_text())
+    assert metrics["validation"]["accuracy"] > baseline["accuracy"] + 0.02
+
+    results = json.loads((tmp_path / "search" / "results.json").read_text())["candidates"]
+    assert len(results) == 16
+    budgets = sorted(r["budget_blocks"] for r in results)
+    assert budgets[0] < budgets[-1] == 8  # finalists saw one pass over the 8 files
+    finalists = [r for r in results if r["stopped_at_rung"] is None]
+    best = max(finalists, key=lambda r: r["scores"][-1]["validation"]["accuracy"])
+    assert best["id"] == metrics["best_candidate"]
+    assert metrics["best_params"] == {**best["params"], "random_state": 0}
+    assert all(len(r["scores"]) == r["stopped_at_rung"] + 1 for r in results if r not in finalists)
+
+    valid = pd.concat(pd.read_parquet(p) for p in sorted((noisy_problem / "valid").iterdir()))
+    path = tmp_path / "search" / "model.skops"
+    model = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+    predicted = model.predict(valid.drop(columns=["label"]))
+    assert accuracy_score(valid["label"], predicted) == pytest.approx(
+        metrics["validation"]["accuracy"], abs=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--space", "alpha=gauss:0:1"], "unknown kind 'gauss'"),
+        (["--space", "alpah=uniform:0:1"], "'alpah' is not a parameter of"),
+        (["--space", "alpha"], "is not KEY=SPEC"),
+        (["--space", "alpha=uniform:0:1", "--candidates", "1"], "'search.candidates'"),
+        ([], "search.space"),
+    ],
+)
+def test_bad_search_input_exits_2(extra, message, dask_cluster, noisy_problem, tmp_path):
+    result = run_cli(
+        "search",
+        "incremental",
+        "--estimator",
+        "sklearn.linear_model.SGDClassifier",
+        "--train",
+        str(noisy_problem / "train"),
+        "--target",
+        "label",
+        "--output",
+        str(tmp_path / "o"),
+        "--scheduler",
+        dask_cluster.address,
+        *extra,
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.first_error_line
+    assert "Traceback" not in result.stderr
