@@ -82,6 +82,7 @@ def start_process_cluster(
     n_workers: int = 2,
     memory_limit: str = "2GiB",
     routes: Sequence[str] = SCHEDULER_HTTP_ROUTES,
+    worker_env: dict[str, str] | None = None,
 ) -> ProcessCluster:
     port, http_port = free_port(), free_port()
     env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": json.dumps(list(routes))}
@@ -120,7 +121,7 @@ def start_process_cluster(
                         "--host",
                         "127.0.0.1",
                     ],
-                    env,
+                    {**env, **(worker_env or {})},
                     log_dir / f"worker-{index}.log",
                 )
             )

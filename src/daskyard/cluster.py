@@ -32,14 +32,13 @@ SCHEDULER_HTTP_ROUTES = [
     "distributed.http.scheduler.info",
     "distributed.http.scheduler.json",
     "distributed.http.health",
-    "distributed.http.proxy",
     "distributed.http.statics",
     "distributed.http.scheduler.api",
 ]
-# Packages that must be identical on client, scheduler and workers; names as
-# distributed's get_versions reports them (importable module names).
-VERSION_PACKAGES = ["python", "dask", "distributed", "xgboost", "sklearn", "numpy", "pandas"]
-EXTRA_PACKAGES = ["xgboost", "sklearn", "pyarrow"]
+# Packages that must be identical on client, scheduler and workers. distributed
+# reads versions from distribution metadata, so these are distribution names.
+VERSION_PACKAGES = ["python", "dask", "distributed", "xgboost", "scikit-learn", "numpy", "pandas"]
+EXTRA_PACKAGES = ["xgboost", "scikit-learn", "pyarrow"]
 
 
 def infrastructure_errors() -> tuple[type[BaseException], ...]:
@@ -141,7 +140,7 @@ def version_report(client: Client) -> VersionReport:
         workers = sorted({pick(w, package) for w in versions.get("workers", {}).values()})
         rows.append(
             (
-                "scikit-learn" if package == "sklearn" else package,
+                package,
                 pick(versions.get("client"), package),
                 pick(versions.get("scheduler"), package),
                 ", ".join(workers) if workers else "-",

@@ -79,3 +79,40 @@ def test_doctor_fails_when_the_scheduler_lacks_the_autoscaler_api(tmp_path):
     assert result.returncode == 2
     assert "autoscaler API: NOT served" in result.stdout
     assert "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES" in result.first_error_line
+
+
+def test_worker_on_another_version_stops_the_job_with_a_table(small_dataset, tmp_path):
+    """A worker whose environment reports another xgboost, as from an older image."""
+    fake = tmp_path / "other-image"
+    (fake / "xgboost-0.0.1.dist-info").mkdir(parents=True)
+    (fake / "xgboost-0.0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: xgboost\nVersion: 0.0.1\n"
+    )
+    cluster = start_process_cluster(
+        tmp_path / "logs", n_workers=1, worker_env={"PYTHONPATH": str(fake)}
+    )
+    try:
+        train = run_cli(
+            "train",
+            "xgboost",
+            "--train",
+            str(small_dataset),
+            "--target",
+            "label",
+            "--output",
+            str(tmp_path / "o"),
+            "--scheduler",
+            cluster.address,
+        )
+        doctor = run_cli("doctor", "--scheduler", cluster.address)
+    finally:
+        stop_processes(cluster.processes)
+    assert train.returncode == 2, train.stderr
+    assert train.first_error_line.startswith(
+        "daskyard: error: package versions differ between client, scheduler and workers (xgboost)"
+    )
+    table = train.stderr.split("\n", 1)[1]
+    assert "xgboost" in table and "0.0.1" in table and "<- mismatch" in table
+    assert not (tmp_path / "o").exists()
+    assert doctor.returncode == 2
+    assert "0.0.1  <- mismatch" in doctor.stdout

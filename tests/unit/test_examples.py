@@ -6,8 +6,8 @@ import pytest
 
 from daskyard.config import (
     INCREMENTAL_FLAT_KEYS,
-    XGBOOST_FLAT_KEYS,
     SEARCH_FLAT_KEYS,
+    XGBOOST_FLAT_KEYS,
     IncrementalJobConfig,
     SearchJobConfig,
     XGBoostJobConfig,
