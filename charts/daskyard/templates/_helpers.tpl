@@ -1,0 +1,343 @@
+{{/*
+Ports: fixed, because the operator, the job config and the NetworkPolicies
+agree on them. 8786 is hard-coded by the operator in DASK_SCHEDULER_ADDRESS.
+*/}}
+{{- define "daskyard.port.comm" -}}8786{{- end }}
+{{- define "daskyard.port.http" -}}8787{{- end }}
+{{- define "daskyard.port.tracker" -}}8788{{- end }}
+
+{{/*
+Chart name, truncated to 63 characters (a DNS label).
+*/}}
+{{- define "daskyard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name, truncated to 63 characters. A release name that
+already contains the chart name is used as is (release "daskyard" -> "daskyard").
+*/}}
+{{- define "daskyard.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "daskyard.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels: name, instance and component only, never versions.
+Usage: include "daskyard.selectorLabels" (dict "ctx" $ "component" "job")
+*/}}
+{{- define "daskyard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "daskyard.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Stable labels: selector labels plus labels that never change between
+upgrades. The operator copies DaskCluster and DaskWorkerGroup labels onto the
+pods and Deployments it creates (into their immutable selectors, too), so
+those objects get these and not the version labels.
+*/}}
+{{- define "daskyard.stableLabels" -}}
+{{ include "daskyard.selectorLabels" . }}
+app.kubernetes.io/part-of: daskyard
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+All labels of an object: stable labels plus chart and app version.
+Usage: include "daskyard.labels" (dict "ctx" $ "component" "job")
+*/}}
+{{- define "daskyard.labels" -}}
+helm.sh/chart: {{ include "daskyard.chart" .ctx }}
+{{ include "daskyard.stableLabels" . }}
+{{- with .ctx.Chart.AppVersion }}
+app.kubernetes.io/version: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The runtime image, tag defaulting to the chart's appVersion.
+*/}}
+{{- define "daskyard.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+Name of the training jobs' ServiceAccount.
+*/}}
+{{- define "daskyard.jobServiceAccountName" -}}
+{{- printf "%s-job" (include "daskyard.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Recursive merge of two maps: keys of the second win, maps are merged key by
+key, everything else (lists, false, 0, "") replaces. Sprig's mergeOverwrite
+would ignore false and 0 ("autoscaler.minimum: 0" must win).
+Usage: include "daskyard.merge" (list $base $override) | fromYaml
+*/}}
+{{- define "daskyard.merge" -}}
+{{- $base := deepCopy (index . 0) }}
+{{- range $key, $value := (index . 1) }}
+{{- $current := get $base $key }}
+{{- if and (kindIs "map" $value) (kindIs "map" $current) }}
+{{- $_ := set $base $key (include "daskyard.merge" (list $current $value) | fromYaml) }}
+{{- else }}
+{{- $_ := set $base $key $value }}
+{{- end }}
+{{- end }}
+{{- toYaml $base }}
+{{- end }}
+
+{{/*
+Every cluster of `clusters`, merged over `clusterDefaults`, with its
+DaskCluster name (`fullName`) and each worker group merged over its worker.
+Usage: (include "daskyard.clusters" $ | fromYaml).clusters
+*/}}
+{{- define "daskyard.clusters" -}}
+{{- $out := list }}
+{{- $seen := dict }}
+{{- range $entry := .Values.clusters }}
+{{- $cluster := include "daskyard.merge" (list $.Values.clusterDefaults $entry) | fromYaml }}
+{{- $full := printf "%s-%s" (include "daskyard.fullname" $) $cluster.name }}
+{{- if gt (len $full) 53 }}
+{{- fail (printf "DaskCluster name %q is %d characters; the operator allows 53 (it appends -scheduler): shorten the release name, fullnameOverride or clusters[].name" $full (len $full)) }}
+{{- end }}
+{{- if hasKey $seen $cluster.name }}
+{{- fail (printf "clusters: the name %q is used twice" $cluster.name) }}
+{{- end }}
+{{- $_ := set $seen $cluster.name true }}
+{{- $_ := set $cluster "fullName" $full }}
+{{- $groups := list }}
+{{- range $group := $cluster.workerGroups }}
+{{- $merged := include "daskyard.merge" (list $cluster.worker (omit $group "name")) | fromYaml }}
+{{- $_ := set $merged "name" $group.name }}
+{{- $_ := set $merged "fullName" (printf "%s-%s" $full $group.name) }}
+{{- if gt (len $merged.fullName) 63 }}
+{{- fail (printf "DaskWorkerGroup name %q is longer than 63 characters (a label value): shorten workerGroups[].name" $merged.fullName) }}
+{{- end }}
+{{- $groups = append $groups $merged }}
+{{- end }}
+{{- $_ := set $cluster "workerGroups" $groups }}
+{{- $out = append $out $cluster }}
+{{- end }}
+{{- toYaml (dict "clusters" $out) }}
+{{- end }}
+
+{{/*
+A quantity as a string. Numbers arrive as float64 (values pass through
+fromYaml): whole ones print without an exponent (17179869184, not 1.7e+10).
+*/}}
+{{- define "daskyard.quantity" -}}
+{{- if and (kindIs "float64" .) (eq (floor .) .) }}
+{{- printf "%d" (int64 .) }}
+{{- else }}
+{{- toString . }}
+{{- end }}
+{{- end }}
+
+{{/*
+CPU quantity -> whole threads: "2" -> 2, "2500m" -> 2, "500m" -> 1, 1.5 -> 1.
+*/}}
+{{- define "daskyard.threads" -}}
+{{- $cpu := include "daskyard.quantity" . }}
+{{- $cores := 0.0 }}
+{{- if hasSuffix "m" $cpu }}
+{{- $cores = divf (float64 (trimSuffix "m" $cpu)) 1000 }}
+{{- else }}
+{{- $cores = float64 $cpu }}
+{{- end }}
+{{- max 1 (int64 (floor $cores)) }}
+{{- end }}
+
+{{/*
+Memory quantity -> bytes: "4Gi" -> 4294967296, "4G" -> 4000000000, "512Mi",
+"1.5Gi", plain bytes. Binary suffixes are tried before decimal ones.
+*/}}
+{{- define "daskyard.bytes" -}}
+{{- $quantity := include "daskyard.quantity" . }}
+{{- $factors := list (list "Ki" 1024.0) (list "Mi" 1048576.0) (list "Gi" 1073741824.0) (list "Ti" 1099511627776.0) (list "Pi" 1125899906842624.0) (list "k" 1000.0) (list "M" 1000000.0) (list "G" 1000000000.0) (list "T" 1000000000000.0) (list "P" 1000000000000000.0) }}
+{{- $bytes := -1.0 }}
+{{- range $pair := $factors }}
+{{- if and (lt $bytes 0.0) (hasSuffix (index $pair 0) $quantity) }}
+{{- $bytes = mulf (float64 (trimSuffix (index $pair 0) $quantity)) (index $pair 1) }}
+{{- end }}
+{{- end }}
+{{- if lt $bytes 0.0 }}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?$" $quantity) }}
+{{- fail (printf "memory limit %q: use a Kubernetes quantity like 4Gi, 512Mi or 4G" $quantity) }}
+{{- end }}
+{{- $bytes = float64 $quantity }}
+{{- end }}
+{{- printf "%d" (int64 (floor $bytes)) }}
+{{- end }}
+
+{{/*
+ResourceRequirements with every quantity as a string: the operator's CRDs
+type quantities as strings (`nvidia.com/gpu: 1` would be rejected).
+*/}}
+{{- define "daskyard.resources" -}}
+{{- range $section := list "requests" "limits" }}
+{{- with get $ $section }}
+{{ $section }}:
+  {{- range $name, $quantity := . }}
+  {{ $name }}: {{ include "daskyard.quantity" $quantity | quote }}
+  {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Volumes every daskyard pod mounts under its read-only root filesystem.
+*/}}
+{{- define "daskyard.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ . }}
+{{- end }}
+
+{{/*
+envFrom for object-storage credentials.
+*/}}
+{{- define "daskyard.objectStorageEnvFrom" -}}
+{{- with .Values.objectStorage.secretName }}
+envFrom:
+  - secretRef:
+      name: {{ . }}
+      optional: true
+{{- end }}
+{{- end }}
+
+{{/*
+A worker pod spec. Usage: include "daskyard.workerPodSpec" (dict "ctx" $ "worker" $w)
+The operator adds DASK_WORKER_NAME and DASK_SCHEDULER_ADDRESS to the container;
+`dask worker` reads the scheduler address from DASK_SCHEDULER_ADDRESS.
+*/}}
+{{- define "daskyard.workerPodSpec" -}}
+{{- $ctx := .ctx }}
+{{- $w := .worker }}
+{{- $limits := required "worker resources.limits (cpu and memory) are required: they set --nthreads and --memory-limit" $w.resources.limits }}
+{{- $gpus := get $limits "nvidia.com/gpu" }}
+automountServiceAccountToken: false
+{{- with $ctx.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml $ctx.Values.podSecurityContext | nindent 2 }}
+{{- with $w.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $w.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $w.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $w.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+containers:
+  - name: worker
+    image: {{ include "daskyard.image" $ctx }}
+    imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+    args:
+      - dask
+      - worker
+      - --name
+      - $(DASK_WORKER_NAME)
+      - --nthreads
+      - {{ include "daskyard.threads" (required "worker resources.limits.cpu is required" $limits.cpu) | quote }}
+      - --memory-limit
+      - {{ include "daskyard.bytes" (required "worker resources.limits.memory is required" $limits.memory) | quote }}
+      - --local-directory
+      - /scratch
+      - --dashboard-address
+      - {{ printf ":%s" (include "daskyard.port.http" $ctx) | quote }}
+      {{- with $gpus }}
+      - --resources
+      - {{ printf "GPU=%v" . | quote }}
+      {{- end }}
+      {{- with $w.extraArgs }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    {{- with $w.extraEnv }}
+    env:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- with include "daskyard.objectStorageEnvFrom" $ctx | trim }}
+    {{- . | nindent 4 }}
+    {{- end }}
+    ports:
+      - name: http-dashboard
+        containerPort: {{ include "daskyard.port.http" $ctx }}
+        protocol: TCP
+    livenessProbe:
+      httpGet:
+        path: /health
+        port: http-dashboard
+      initialDelaySeconds: 15
+      periodSeconds: 20
+      timeoutSeconds: 5
+      failureThreshold: 6
+    readinessProbe:
+      httpGet:
+        path: /health
+        port: http-dashboard
+      initialDelaySeconds: 5
+      periodSeconds: 10
+      timeoutSeconds: 5
+    resources:
+      {{- include "daskyard.resources" $w.resources | nindent 6 }}
+    securityContext:
+      {{- toYaml $ctx.Values.containerSecurityContext | nindent 6 }}
+    volumeMounts:
+      - name: tmp
+        mountPath: /tmp
+      - name: scratch
+        mountPath: /scratch
+volumes:
+  {{- include "daskyard.tmpVolume" $w.tmpSizeLimit | nindent 2 }}
+  - name: scratch
+    emptyDir:
+      sizeLimit: {{ $w.scratchSizeLimit }}
+{{- end }}
+
+{{/*
+Worker pod metadata (labels and annotations).
+Usage: include "daskyard.workerMetadata" (dict "worker" $w)
+*/}}
+{{- define "daskyard.workerMetadata" -}}
+labels:
+  app.kubernetes.io/component: worker
+  {{- with .worker.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with .worker.podAnnotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
