@@ -205,6 +205,39 @@ def build_parser() -> Parser:
     _add_cluster_flags(srch)
     srch.set_defaults(handler=_search_incremental)
 
+    render = commands.add_parser("render", help="print Kubernetes manifests")
+    render_kinds = render.add_subparsers(dest="what", metavar="WHAT", parser_class=Parser)
+    render_kinds.required = True
+    job = render_kinds.add_parser(
+        "job",
+        help="a ConfigMap and a Job for kubectl apply -f -",
+        description="Validate --config, then print a ConfigMap holding it and a batch/v1 Job "
+        "(unique name per run: a Job's template is immutable) that runs it against the chart's "
+        "cluster. Usage: daskyard render job xgboost --config job.yaml | kubectl apply -f -",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    job.add_argument(
+        "kind",
+        choices=["xgboost", "incremental", "search"],
+        help="train xgboost, train incremental or search incremental",
+    )
+    job.add_argument("--config", required=True, metavar="FILE", help="the job config (YAML)")
+    job.add_argument(
+        "--image", metavar="IMG", help=f"runtime image (default daskyard/runtime:{__version__})"
+    )
+    job.add_argument(
+        "--cluster",
+        default="daskyard-default",
+        metavar="NAME",
+        help="DaskCluster to run on (default daskyard-default: the chart's)",
+    )
+    job.add_argument("--namespace", metavar="NS", help="namespace of the Job and the cluster")
+    job.add_argument(
+        "--name", metavar="NAME", help="Job name (default daskyard-KIND-<time>-<random>)"
+    )
+    job.set_defaults(handler=_render_job)
+
     doctor = commands.add_parser(
         "doctor",
         help="check a cluster: versions, workers, autoscaler API",
@@ -334,6 +367,21 @@ def _search_incremental(args: argparse.Namespace) -> int:
         flat_keys=SEARCH_FLAT_KEYS,
     )
     run_search(config)
+    return 0
+
+
+def _render_job(args: argparse.Namespace) -> int:
+    from daskyard.render import render_job
+
+    manifests = render_job(
+        args.kind,
+        args.config,
+        image=args.image,
+        cluster=args.cluster,
+        namespace=args.namespace,
+        name=args.name,
+    )
+    sys.stdout.write(manifests)
     return 0
 
 
