@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import urllib.error
@@ -23,29 +22,12 @@ from typing import Any
 import pytest
 
 from tests.charts.conftest import Renderer
+from tests.charts.rendered import expand, rendered_env, replace_value
 from tests.conftest import free_port, stop_processes, wait_for_port
 
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
-
-
-def replace_value(args: list[str], flag: str, value: str) -> list[str]:
-    """``args`` with the value after ``flag`` replaced (the flag must be there)."""
-    assert flag in args, f"rendered args lack {flag}: {args}"
-    out = list(args)
-    out[out.index(flag) + 1] = value
-    return out
-
-
-def expand(args: list[str], env: dict[str, str]) -> list[str]:
-    """Kubernetes' $(VAR) expansion of container args."""
-    return [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg) for arg in args]
-
-
-def rendered_env(box: dict[str, Any]) -> dict[str, str]:
-    assert all("value" in e for e in box.get("env", [])), "only literal env values expected"
-    return {e["name"]: e["value"] for e in box.get("env", [])}
 
 
 def http_get(url: str) -> tuple[int, bytes]:
