@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -402,6 +403,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A lost scheduler makes distributed log reconnect tracebacks; the job's own
+    # one-line error (exit 75) says what happened and what to do. Importing
+    # distributed configures its loggers, so the level is set after that.
+    import distributed  # noqa: F401
+
+    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

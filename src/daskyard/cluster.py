@@ -53,13 +53,17 @@ def infrastructure_errors() -> tuple[type[BaseException], ...]:
 def connect(config: ClusterConfig) -> Iterator[Client]:
     """Yield a client to the configured scheduler, or to an embedded LocalCluster."""
     if config.scheduler:
-        client = _connect_remote(config.scheduler, config.connect_timeout)
-        try:
-            if config.check_versions:
-                check_versions(client)
-            yield client
-        finally:
-            client.close()
+        # The same bound applies when the scheduler goes away mid-run: the client
+        # stops trying to reconnect after it, and the job exits 75 instead of hanging.
+        timeout = f"{config.connect_timeout}s"
+        with dask.config.set({"distributed.comm.timeouts.connect": timeout}):
+            client = _connect_remote(config.scheduler, config.connect_timeout)
+            try:
+                if config.check_versions:
+                    check_versions(client)
+                yield client
+            finally:
+                client.close()
     else:
         with embedded_cluster(config.local_workers) as cluster, Client(cluster) as client:
             yield client

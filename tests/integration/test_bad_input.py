@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,7 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import classification_frame, free_port, run_cli, write_config, write_files
+from tests.conftest import (
+    DASKYARD,
+    classification_frame,
+    free_port,
+    run_cli,
+    start_process_cluster,
+    stop_processes,
+    write_config,
+    write_files,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -178,3 +189,45 @@ def test_scheduler_from_environment_is_used(dask_cluster, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert f"cluster: {dask_cluster.address}, 2 workers" in result.stdout
+
+
+def test_scheduler_lost_mid_training_exits_75_and_a_rerun_resumes(small_dataset, tmp_path):
+    cluster = start_process_cluster(tmp_path / "logs", n_workers=2)
+    config = write_config(
+        tmp_path / "job.yaml",
+        {
+            "data": {"train": str(small_dataset), "target": "label"},
+            "output": str(tmp_path / "o"),
+            "cluster": {"connect_timeout": 5},
+            "xgboost": {"rounds": 600, "params": {"objective": "binary:logistic"}},
+        },
+    )
+    try:
+        proc = subprocess.Popen(
+            [DASKYARD, "train", "xgboost", "--config", str(config), "--scheduler", cluster.address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "o" / "checkpoints").glob("*/step-000020.ubj")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(0.05)
+        cluster.processes[0].kill()  # the scheduler
+        # Bounded by connect_timeout (5 s) plus shutdown: no hang.
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        stop_processes(cluster.processes)
+    assert proc.returncode == 75, stderr
+    assert stderr.splitlines()[0].startswith("daskyard: error: training lost contact")
+    assert not (tmp_path / "o" / "model.ubj").exists()
+
+    fresh = start_process_cluster(tmp_path / "logs2", n_workers=2)
+    try:
+        rerun = run_cli(
+            "train", "xgboost", "--config", str(config), "--scheduler", fresh.address, timeout=600
+        )
+    finally:
+        stop_processes(fresh.processes)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "from checkpoint at round" in rerun.stdout
