@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dask.dataframe as dd
@@ -51,6 +51,7 @@ class ColumnPlan:
     categorical: tuple[str, ...]
     file_dtypes: dict[str, str]  # column -> dtype as read from the first file
     numeric_target: bool
+    missing_features_allowed: bool = True  # XGBoost learns from NaN; scikit-learn cannot
 
 
 @dataclass
@@ -230,8 +231,24 @@ def prepare_partition(
     for column in plan.features:
         if column in plan.categorical:
             out[column] = frame[column].astype("string").to_numpy()
-        else:
-            out[column] = frame[column].to_numpy(dtype=FEATURE_DTYPE, na_value=np.nan)
+            continue
+        with np.errstate(over="ignore"):  # too large for float32 becomes inf: reported below
+            values = frame[column].to_numpy(dtype=FEATURE_DTYPE, na_value=np.nan)
+        if not plan.missing_features_allowed and np.isnan(values).any():
+            row = int(np.flatnonzero(np.isnan(values))[0])
+            raise DataError(
+                f"feature column '{column}' in '{url}' has missing values (first at row {row}); "
+                "this estimator cannot learn from them: fill or drop those rows"
+            )
+        infinite = np.isinf(values)
+        if infinite.any():
+            row = int(np.flatnonzero(infinite)[0])
+            raise DataError(
+                f"feature column '{column}' in '{url}' holds an infinite or too large value "
+                f"(first at row {row}: {frame[column].iloc[row]!r}); features must be finite "
+                "float32 numbers (missing values may be empty/NaN)"
+            )
+        out[column] = values
     if plan.numeric_target:
         out[plan.target] = target.to_numpy(dtype=FEATURE_DTYPE)
     else:
@@ -393,11 +410,13 @@ def plan_data(
     data: DataConfig,
     storage_options: dict[str, Any],
     numeric_target: bool = True,
+    missing_features_allowed: bool = True,
 ) -> DataPlan:
     """List the files (client) and check their schemas (workers); DataError names the file."""
     train_source = list_source(data.train, data.format, storage_options)
     schemas = _collect_schemas(client, train_source)
     columns = plan_columns(schemas, data.target, data.features, data.categorical, numeric_target)
+    columns = replace(columns, missing_features_allowed=missing_features_allowed)
     valid_source = None
     if data.validation:
         valid_source = list_source(data.validation, data.format, storage_options)

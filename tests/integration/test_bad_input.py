@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Callable
@@ -90,51 +91,163 @@ def labels_out_of_range(tmp: Path) -> Path:
     return write_files(frame, tmp / "d", files=2)
 
 
-Case = tuple[Callable[[Path], Path], list[str], int, str]
+def constant_target(tmp: Path) -> Path:
+    frame = classification_frame(2_000)
+    frame["label"] = 1
+    return write_files(frame, tmp / "d", files=2)
 
+
+def infinite_feature(tmp: Path) -> Path:
+    frame = classification_frame(2_000)
+    frame.loc[1200, "f4"] = np.inf
+    return write_files(frame, tmp / "d", files=2)
+
+
+def too_large_for_float32(tmp: Path) -> Path:
+    frame = classification_frame(2_000)
+    frame["f5"] = frame["f5"].astype("float64")
+    frame.loc[7, "f5"] = 1e300
+    return write_files(frame, tmp / "d", files=2)
+
+
+def nan_feature(tmp: Path) -> Path:
+    frame = classification_frame(2_000)
+    frame.loc[3, "f1"] = np.nan
+    return write_files(frame, tmp / "d", files=2)
+
+
+def unicode_columns(tmp: Path) -> Path:
+    frame = classification_frame(2_000).rename(columns={"f0": "température", "f1": "列"})
+    return write_files(frame, tmp / "d", files=2)
+
+
+def one_empty_file(tmp: Path) -> Path:
+    folder = write_files(classification_frame(2_000), tmp / "d", files=2)
+    classification_frame(10).iloc[:0].to_parquet(folder / "part-009.parquet", index=False)
+    return folder
+
+
+def garbage_csv(tmp: Path) -> Path:
+    folder = write_files(classification_frame(2_000), tmp / "d", files=2, fmt="csv")
+    (folder / "part-001.csv").write_bytes(bytes(range(256)) * 40)
+    return folder
+
+
+def config_with(text: str) -> Callable[[Path], Path]:
+    def build(tmp: Path) -> Path:
+        good(tmp)
+        (tmp / "job.yaml").write_text(text.format(data=tmp / "data", out=tmp / "out"))
+        return tmp / "data"
+
+    return build
+
+
+XGB = ["train", "xgboost", "--param", "objective=binary:logistic"]
+INC = ["train", "incremental", "--estimator", "sklearn.linear_model.SGDClassifier"]
+CONFIG = ["train", "xgboost", "--config", "{tmp}/job.yaml"]
+
+# name: (data, command, exit code, text of the first error line; "" for success)
+Case = tuple[Callable[[Path], Path], list[str], int, str]
 CASES: dict[str, Case] = {
-    "missing target column": (missing_target, [], 3, "target column 'label' not found in"),
-    "non-numeric feature": (text_feature, [], 3, "feature column 'city' in"),
-    "NaN in the target": (nan_target, [], 3, "missing values in '"),
-    "no files": (empty_folder, [], 3, "no Parquet or CSV files found at"),
-    "no rows": (no_rows, [], 3, "no rows in"),
-    "truncated parquet": (truncated_parquet, [], 3, "part-001.parquet' as parquet"),
-    "partitions with different columns": (different_columns, [], 3, "missing ['f3']"),
-    "partitions with different dtypes": (different_dtypes, [], 3, "column 'f2' is"),
-    "ragged csv": (ragged_csv, [], 3, "part-001.csv' as csv"),
-    "labels outside [0, 1]": (labels_out_of_range, [], 3, "needs labels in [0, 1]"),
-    "negative rounds": (good, ["--rounds", "-3"], 2, "invalid value for 'xgboost.rounds'"),
-    "param without value": (good, ["--param", "max_depth"], 2, "is not KEY=VALUE"),
-    "param xgboost rejects": (good, ["--param", "max_depth=-2"], 2, "XGBoost rejects"),
-    "unknown objective": (good, ["--param", "objective=binary:nope"], 2, "XGBoost rejects"),
-    "mistyped flag": (good, ["--roundz", "3"], 2, "did you mean --rounds?"),
+    "missing target column": (missing_target, XGB, 3, "target column 'label' not found in"),
+    "non-numeric feature": (text_feature, XGB, 3, "feature column 'city' in"),
+    "NaN in the target": (nan_target, XGB, 3, "missing values in '"),
+    "no files": (empty_folder, XGB, 3, "no Parquet or CSV files found at"),
+    "no rows": (no_rows, XGB, 3, "no rows in"),
+    "truncated parquet": (truncated_parquet, XGB, 3, "part-001.parquet' as parquet"),
+    "partitions with different columns": (different_columns, XGB, 3, "missing ['f3']"),
+    "partitions with different dtypes": (different_dtypes, XGB, 3, "column 'f2' is"),
+    "ragged csv": (ragged_csv, XGB, 3, "part-001.csv' as csv"),
+    "binary garbage named .csv": (garbage_csv, XGB, 3, "part-001.csv' as csv"),
+    "labels outside [0, 1]": (labels_out_of_range, XGB, 3, "needs labels in [0, 1]"),
+    "constant target": (constant_target, XGB, 3, "holds the single value 1 in every row"),
+    "infinite feature": (infinite_feature, XGB, 3, "'f4' in"),
+    "value too large for float32": (too_large_for_float32, XGB, 3, "'f5' in"),
+    "unicode column names train": (unicode_columns, XGB, 0, ""),
+    "an empty file among others trains": (one_empty_file, XGB, 0, ""),
+    "negative rounds": (good, [*XGB, "--rounds", "-3"], 2, "invalid value for 'xgboost.rounds'"),
+    "zero local workers": (good, [*XGB, "--local-workers", "0"], 2, "'cluster.local_workers'"),
+    "param without value": (good, [*XGB, "--param", "max_depth"], 2, "is not KEY=VALUE"),
+    "param xgboost rejects": (good, [*XGB, "--param", "max_depth=-2"], 2, "XGBoost rejects"),
+    "unknown objective": (good, [*XGB, "--param", "objective=binary:nope"], 2, "XGBoost rejects"),
+    "mistyped flag": (good, [*XGB, "--roundz", "3"], 2, "did you mean --rounds?"),
+    "config: misspelt key": (
+        config_with("data: {{train: {data}, target: label, traget: x}}\noutput: {out}\n"),
+        CONFIG,
+        2,
+        "unknown config key 'data.traget'",
+    ),
+    "config: YAML syntax error": (config_with("data: [unclosed\n"), CONFIG, 2, "not valid YAML"),
+    "config: a list, not a mapping": (config_with("- train\n"), CONFIG, 2, "must hold a mapping"),
+    "config: wrong type": (
+        config_with("train: {data}\ntarget: label\noutput: {out}\nrounds: many\n"),
+        CONFIG,
+        2,
+        "invalid value for 'xgboost.rounds'",
+    ),
+    "config: missing file": (
+        good,
+        ["train", "xgboost", "--config", "{tmp}/nope.yaml"],
+        2,
+        "nope.yaml' not found",
+    ),
+    "estimator: arbitrary callable": (
+        good,
+        [*INC[:2], "--estimator", "sklearn.utils.shuffle"],
+        2,
+        "not a scikit-learn estimator",
+    ),
+    "estimator: a module": (
+        good,
+        [*INC[:2], "--estimator", "sklearn.linear_model"],
+        2,
+        "not a scikit-learn estimator",
+    ),
+    "estimator: outside the allow-list": (
+        good,
+        [*INC[:2], "--estimator", "subprocess.Popen"],
+        2,
+        "is not allowed",
+    ),
+    "estimator: builtins": (good, [*INC[:2], "--estimator", "builtins.eval"], 2, "is not allowed"),
+    "estimator: NaN feature": (nan_feature, INC, 3, "'f1' in"),
+    "estimator: continuous target": (good, [*INC, "--target", "f0"], 3, "continuous values"),
+    "search: unknown spec kind": (
+        good,
+        [
+            "search",
+            "incremental",
+            "--estimator",
+            "sklearn.linear_model.SGDClassifier",
+            "--space",
+            "alpha=normal:0:1",
+        ],
+        2,
+        "unknown kind 'normal'",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_bad_input_exit_code_and_message(case, dask_cluster, tmp_path):
-    make_data, extra, code, message = CASES[case]
+    make_data, command, code, message = CASES[case]
     data = make_data(tmp_path)
     out = tmp_path / "out"
-    result = run_cli(
-        "train",
-        "xgboost",
-        "--train",
-        str(data),
-        "--target",
-        "label",
-        "--output",
-        str(out),
-        "--param",
-        "objective=binary:logistic",
-        "--scheduler",
-        dask_cluster.address,
-        *extra,
-    )
-    assert result.returncode == code, result.stderr
-    assert message in result.first_error_line, result.stderr
+    args = [arg.format(tmp=tmp_path) for arg in command]
+    if "--config" not in args:
+        # The case's own flags come last, so they win over these defaults.
+        defaults = ["--train", str(data), "--target", "label", "--output", str(out)]
+        args = [*args[:2], *defaults, *args[2:]]
+    result = run_cli(*args, "--scheduler", dask_cluster.address)
+    assert result.returncode == code, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
-    assert not (out / "model.ubj").exists() and not (out / "manifest.json").exists()
+    if code == 0:
+        assert json.loads((out / "metrics.json").read_text())["validation"]["auc"] > 0.7
+        return
+    assert message in result.first_error_line, result.stderr
+    assert result.stderr.startswith("daskyard: error:") or result.stderr.startswith("usage:")
+    assert not (out / "manifest.json").exists()
+    assert not list(out.glob("model.*"))
 
 
 def test_config_file_problem_names_key_and_file(dask_cluster, tmp_path):

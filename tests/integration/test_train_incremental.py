@@ -241,12 +241,6 @@ CASES = {
         2,
         "has no partial_fit",
     ),
-    "arbitrary callable": (
-        ["--estimator", "sklearn.utils.shuffle"],
-        2,
-        "is not a scikit-learn estimator class",
-    ),
-    "module outside the allow-list": (["--estimator", "os.system"], 2, "is not allowed"),
     "not a dotted path": (["--estimator", "SGDClassifier"], 2, "is not a dotted path"),
     "unknown param": (
         ["--estimator", "sklearn.linear_model.SGDClassifier", "--param", "alpah=0.1"],
@@ -257,11 +251,6 @@ CASES = {
         ["--estimator", "sklearn.linear_model.SGDClassifier", "--param", "loss=nope"],
         2,
         "invalid parameter for sklearn.linear_model.SGDClassifier",
-    ),
-    "continuous target for a classifier": (
-        ["--estimator", "sklearn.linear_model.SGDClassifier", "--target", "f0"],
-        3,
-        "holds continuous values",
     ),
 }
 

@@ -289,7 +289,13 @@ def prepare_stream(
             "data.categorical is not supported by incremental training: encode "
             "those columns as numbers first"
         )
-    plan = plan_data(client, config.data, config.storage_options, numeric_target=not classifier)
+    plan = plan_data(
+        client,
+        config.data,
+        config.storage_options,
+        numeric_target=not classifier,
+        missing_features_allowed=False,
+    )
     if hold_out_files and plan.validation is None:
         plan = _hold_out_files(plan, config.data.validation_fraction, config.data.seed)
     scale = settings.scale if settings.scale is not None else is_linear_model(estimator)

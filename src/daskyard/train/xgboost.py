@@ -113,6 +113,11 @@ def check_params(params: dict[str, Any], n_features: int) -> None:
 def check_labels(data: LoadedData, params: dict[str, Any]) -> None:
     family = objective_family(params)
     labels, target = data.label_summary, data.columns.target
+    if labels["min"] == labels["max"]:
+        raise DataError(
+            f"target column '{target}' holds the single value {labels['min']:g} in every row: "
+            "there is nothing to learn; check the data or the target column"
+        )
     if family == "binary" and (labels["min"] < 0 or labels["max"] > 1):
         raise DataError(
             f"target column '{target}' holds values in [{labels['min']:g}, {labels['max']:g}] but "
