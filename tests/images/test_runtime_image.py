@@ -307,7 +307,8 @@ def test_job_from_the_kustomize_overlay_trains_against_the_containers(
     model = "model.ubj" if kind == "xgboost" else "model.skops"
     assert (output / model).stat().st_size > 0
     metrics = json.loads((output / "metrics.json").read_text())["validation"]
+    # Classes are balanced (chance is 0.5); a linear model reaches about 0.72 here.
     score = metrics["auc"] if kind == "xgboost" else metrics["accuracy"]
-    assert score > 0.75
+    assert score > (0.8 if kind == "xgboost" else 0.65), metrics
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["training"]["workers"] == 2
