@@ -19,8 +19,9 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster
 from distributed.comm import get_address_host
+from distributed.security import Security
 
-from daskyard.config import ClusterConfig
+from daskyard.config import ClusterConfig, TLSConfig
 from daskyard.errors import ConfigError, InfrastructureError
 
 # What the Dask operator's DaskAutoscaler polls (and retire_workers, which it POSTs).
@@ -57,7 +58,7 @@ def connect(config: ClusterConfig) -> Iterator[Client]:
         # stops trying to reconnect after it, and the job exits 75 instead of hanging.
         timeout = f"{config.connect_timeout}s"
         with dask.config.set({"distributed.comm.timeouts.connect": timeout}):
-            client = _connect_remote(config.scheduler, config.connect_timeout)
+            client = _connect_remote(config.scheduler, config.connect_timeout, config.tls)
             try:
                 if config.check_versions:
                     check_versions(client)
@@ -69,11 +70,34 @@ def connect(config: ClusterConfig) -> Iterator[Client]:
             yield client
 
 
-def _connect_remote(address: str, timeout: float) -> Client:
+def _connect_remote(address: str, timeout: float, tls: TLSConfig | None) -> Client:
     if "://" not in address:
-        address = f"tcp://{address}"
+        address = f"{'tls' if tls else 'tcp'}://{address}"
+    security = None
+    if (
+        tls is None
+        and address.startswith("tls://")
+        and not dask.config.get("distributed.comm.tls.ca-file", None)
+    ):
+        raise ConfigError(
+            f"scheduler {address} uses TLS but no certificates are configured: set cluster.tls "
+            "(ca_file, cert, key) or DASK_DISTRIBUTED__COMM__TLS__CA_FILE and __CLIENT__CERT/KEY"
+        )
+    if tls is not None:
+        for name in ("ca_file", "cert", "key"):
+            if not os.path.isfile(getattr(tls, name)):
+                raise ConfigError(
+                    f"cluster.tls.{name} '{getattr(tls, name)}' is not a file: "
+                    "mount the TLS Secret or fix the path"
+                )
+        security = Security(
+            tls_ca_file=tls.ca_file,
+            tls_client_cert=tls.cert,
+            tls_client_key=tls.key,
+            require_encryption=True,
+        )
     try:
-        return Client(address, timeout=timeout)
+        return Client(address, timeout=timeout, security=security)
     except (OSError, TimeoutError) as exc:
         raise InfrastructureError(
             f"scheduler {address} unreachable after {timeout:g}s ({type(exc).__name__}): "

@@ -48,11 +48,21 @@ class DataConfig(StrictModel):
         return self
 
 
+class TLSConfig(StrictModel):
+    """Mutual TLS for every Dask comm (PEM files, e.g. from a mounted Secret)."""
+
+    ca_file: str = Field(description="CA that signed the scheduler's and workers' certificates")
+    cert: str = Field(description="this client's certificate")
+    key: str = Field(description="this client's private key")
+
+
 class ClusterConfig(StrictModel):
     scheduler: str | None = Field(None, description="tcp://host:8786; default: embedded cluster")
     local_workers: int | None = Field(None, gt=0, description="embedded cluster worker count")
     connect_timeout: float = Field(30.0, gt=0.0, description="seconds to reach the scheduler")
     check_versions: bool = True
+    # None: dask's own config (DASK_DISTRIBUTED__COMM__TLS__* variables) applies.
+    tls: TLSConfig | None = None
 
 
 class XGBoostConfig(StrictModel):

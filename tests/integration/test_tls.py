@@ -1,0 +1,230 @@
+"""Mutual TLS: scheduler and workers require certificates signed by the cluster's CA."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from distributed import Client
+from distributed.security import Security
+
+from tests.conftest import (
+    BIN,
+    ProcessCluster,
+    free_port,
+    run_cli,
+    spawn,
+    stop_processes,
+    wait_for_port,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _write(folder: Path, stem: str, key, cert: x509.Certificate) -> tuple[Path, Path]:
+    key_path, cert_path = folder / f"{stem}.key", folder / f"{stem}.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def make_certificates(folder: Path, issuer_name: str = "daskyard-test-ca") -> dict[str, Path]:
+    """A CA and one certificate it signed, as a cert-manager Secret would hold them."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name(issuer_name))
+        .issuer_name(_name(issuer_name))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("dask"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, _ = _write(folder, "ca", ca_key, ca)
+    cert_path, key_path = _write(folder, "tls", key, cert)
+    return {"ca_file": ca_path, "cert": cert_path, "key": key_path}
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory) -> ProcessCluster:
+    folder = tmp_path_factory.mktemp("tls")
+    certs = make_certificates(folder)
+    tls_args = [
+        "--tls-ca-file",
+        str(certs["ca_file"]),
+        "--tls-cert",
+        str(certs["cert"]),
+        "--tls-key",
+        str(certs["key"]),
+    ]
+    port = free_port()
+    env = {"PATH": str(BIN)}
+    scheduler = spawn(
+        [
+            str(BIN / "dask"),
+            "scheduler",
+            "--protocol",
+            "tls",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            ":0",
+            *tls_args,
+        ],
+        env,
+        folder / "scheduler.log",
+    )
+    cluster = ProcessCluster(f"tls://127.0.0.1:{port}", 0, [scheduler], folder)
+    wait_for_port(port, process=scheduler)
+    for index in range(2):
+        cluster.processes.append(
+            spawn(
+                [
+                    str(BIN / "dask"),
+                    "worker",
+                    cluster.address,
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--host",
+                    "127.0.0.1",
+                    "--name",
+                    f"tls-{index}",
+                    *tls_args,
+                ],
+                env,
+                folder / f"worker-{index}.log",
+            )
+        )
+    security = Security(
+        tls_ca_file=str(certs["ca_file"]),
+        tls_client_cert=str(certs["cert"]),
+        tls_client_key=str(certs["key"]),
+        require_encryption=True,
+    )
+    try:
+        with Client(cluster.address, security=security, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+    except BaseException:
+        stop_processes(cluster.processes)
+        raise
+    cluster.certs = certs  # type: ignore[attr-defined]
+    yield cluster
+    stop_processes(cluster.processes)
+
+
+def test_plain_tcp_client_is_refused(tls_cluster):
+    plain = tls_cluster.address.replace("tls://", "tcp://")
+    result = run_cli("doctor", "--scheduler", plain, "--timeout", "3")
+    assert result.returncode == 75
+    assert "unreachable" in result.first_error_line
+
+
+def test_client_without_a_certificate_is_refused(tls_cluster):
+    """A TLS client that trusts the CA but shows no certificate: the scheduler hangs up."""
+    host, port = tls_cluster.address.removeprefix("tls://").split(":")
+    context = ssl.create_default_context(cafile=str(tls_cluster.certs["ca_file"]))
+    context.check_hostname = False
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        try:
+            with context.wrap_socket(raw) as channel:
+                channel.sendall(b"\0")
+                answer = channel.recv(1)
+        except (ssl.SSLError, ConnectionError):
+            answer = None  # refused during or right after the handshake
+    assert not answer
+
+
+def test_tls_address_without_certificates_is_a_config_error(tls_cluster):
+    result = run_cli("doctor", "--scheduler", tls_cluster.address, "--timeout", "3")
+    assert result.returncode == 2
+    assert "uses TLS but no certificates are configured" in result.first_error_line
+
+
+def test_client_with_another_ca_is_refused(tls_cluster, tmp_path):
+    rogue = make_certificates(tmp_path, issuer_name="someone-else")
+    security = Security(
+        tls_ca_file=str(rogue["ca_file"]),
+        tls_client_cert=str(rogue["cert"]),
+        tls_client_key=str(rogue["key"]),
+        require_encryption=True,
+    )
+    with pytest.raises((OSError, TimeoutError)):
+        Client(tls_cluster.address, security=security, timeout=3)
+
+
+def test_training_over_tls_succeeds(tls_cluster, small_dataset, tmp_path):
+    certs = {k: str(v) for k, v in tls_cluster.certs.items()}
+    config = write_config(
+        tmp_path / "job.yaml",
+        {
+            "data": {"train": str(small_dataset), "target": "label"},
+            "output": str(tmp_path / "o"),
+            "cluster": {"scheduler": tls_cluster.address, "tls": certs},
+            "xgboost": {"rounds": 10, "params": {"objective": "binary:logistic"}},
+        },
+    )
+    result = run_cli("train", "xgboost", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["validation"]["auc"] > 0.8
+
+
+def test_missing_certificate_file_is_a_config_error(tls_cluster, tmp_path):
+    certs = {k: str(v) for k, v in tls_cluster.certs.items()} | {"key": str(tmp_path / "no.key")}
+    config = write_config(
+        tmp_path / "job.yaml",
+        {
+            "data": {"train": "x", "target": "label"},
+            "output": str(tmp_path / "o"),
+            "cluster": {"scheduler": tls_cluster.address, "tls": certs},
+        },
+    )
+    result = run_cli("train", "xgboost", "--config", str(config))
+    assert result.returncode == 2
+    assert "cluster.tls.key" in result.first_error_line
+
+
+def test_tls_flags_reach_a_real_process():
+    # The scheduler's own CLI must accept what the chart will pass it.
+    proc = subprocess.run(
+        [str(BIN / "dask"), "scheduler", "--help"], capture_output=True, text=True
+    )
+    assert "--tls-ca-file" in proc.stdout and "--protocol" in proc.stdout
