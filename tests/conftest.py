@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -197,6 +198,32 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
         [DASKYARD, *args], capture_output=True, text=True, env=full_env, timeout=timeout
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def kill_after_checkpoint(
+    command: Sequence[str], checkpoints: Path, step_file: str, timeout: float = 120
+) -> int:
+    """Run ``command`` in its own process group and SIGKILL the whole group (embedded
+    workers included, as when a pod dies) once ``step_file`` appears under
+    ``checkpoints``; return the newest checkpointed step."""
+    env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
+    proc = subprocess.Popen(
+        list(command),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while not list(checkpoints.glob(f"*/{step_file}")):
+            assert proc.poll() is None, "training ended before it could be interrupted"
+            assert time.monotonic() < deadline, f"no {step_file} within {timeout}s"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return max(int(p.name.split("-")[1].split(".")[0]) for p in checkpoints.glob("*/step-*"))
 
 
 def write_config(path: Path, payload: dict) -> Path:

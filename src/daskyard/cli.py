@@ -304,41 +304,42 @@ def _data_and_cluster_overrides(args: argparse.Namespace) -> dict[tuple[str, ...
     }
 
 
-def _train_xgboost(args: argparse.Namespace) -> int:
-    from daskyard.config import XGBOOST_FLAT_KEYS, XGBoostJobConfig, build_config
-    from daskyard.runner import run_xgboost
+def _run_job(kind: str, args: argparse.Namespace, overrides: dict[tuple[str, ...], Any]) -> int:
+    from daskyard.config import JOB_KINDS, build_config
+    from daskyard.runner import RUNNERS
 
+    model, flat_keys = JOB_KINDS[kind]
     config = build_config(
-        XGBoostJobConfig,
+        model,
         config_file=args.config,
-        overrides={
-            **_data_and_cluster_overrides(args),
-            ("xgboost", "rounds"): args.rounds,
-            ("xgboost", "params"): _params(args.param),
-        },
-        flat_keys=XGBOOST_FLAT_KEYS,
+        overrides={**_data_and_cluster_overrides(args), **overrides},
+        flat_keys=flat_keys,
     )
-    run_xgboost(config)
+    RUNNERS[kind](config)
     return 0
 
 
-def _train_incremental(args: argparse.Namespace) -> int:
-    from daskyard.config import INCREMENTAL_FLAT_KEYS, IncrementalJobConfig, build_config
-    from daskyard.runner import run_incremental
+def _train_xgboost(args: argparse.Namespace) -> int:
+    return _run_job(
+        "xgboost",
+        args,
+        {
+            ("xgboost", "rounds"): args.rounds,
+            ("xgboost", "params"): _params(args.param),
+        },
+    )
 
-    config = build_config(
-        IncrementalJobConfig,
-        config_file=args.config,
-        overrides={
-            **_data_and_cluster_overrides(args),
+
+def _train_incremental(args: argparse.Namespace) -> int:
+    return _run_job(
+        "incremental",
+        args,
+        {
             ("incremental", "estimator"): args.estimator,
             ("incremental", "epochs"): args.epochs,
             ("incremental", "params"): _params(args.param),
         },
-        flat_keys=INCREMENTAL_FLAT_KEYS,
     )
-    run_incremental(config)
-    return 0
 
 
 def _space(values: Sequence[str]) -> dict[str, str] | None:
@@ -352,23 +353,16 @@ def _space(values: Sequence[str]) -> dict[str, str] | None:
 
 
 def _search_incremental(args: argparse.Namespace) -> int:
-    from daskyard.config import SEARCH_FLAT_KEYS, SearchJobConfig, build_config
-    from daskyard.runner import run_search
-
-    config = build_config(
-        SearchJobConfig,
-        config_file=args.config,
-        overrides={
-            **_data_and_cluster_overrides(args),
+    return _run_job(
+        "search",
+        args,
+        {
             ("search", "estimator"): args.estimator,
             ("search", "space"): _space(args.space),
             ("search", "candidates"): args.candidates,
             ("search", "params"): _params(args.param),
         },
-        flat_keys=SEARCH_FLAT_KEYS,
     )
-    run_search(config)
-    return 0
 
 
 def _render_job(args: argparse.Namespace) -> int:

@@ -175,6 +175,13 @@ SEARCH_FLAT_KEYS: dict[str, tuple[str, ...]] = {
     "candidates": ("search", "candidates"),
 }
 
+# Each job kind: its config model and the flat (flag) names of its keys.
+JOB_KINDS: dict[str, tuple[type[JobConfig], dict[str, tuple[str, ...]]]] = {
+    "xgboost": (XGBoostJobConfig, XGBOOST_FLAT_KEYS),
+    "incremental": (IncrementalJobConfig, INCREMENTAL_FLAT_KEYS),
+    "search": (SearchJobConfig, SEARCH_FLAT_KEYS),
+}
+
 # Which flag sets a key, for messages: the user typed the flag, not the path.
 FLAG_FOR_PATH = {
     ("data", "train"): "--train",

@@ -18,22 +18,15 @@ from typing import Any
 import yaml
 
 from daskyard import __version__
-from daskyard.config import (
-    INCREMENTAL_FLAT_KEYS,
-    SEARCH_FLAT_KEYS,
-    XGBOOST_FLAT_KEYS,
-    IncrementalJobConfig,
-    SearchJobConfig,
-    XGBoostJobConfig,
-    build_config,
-)
+from daskyard.config import JOB_KINDS, build_config
 
 DEFAULT_CLUSTER = "daskyard-default"
 CONFIG_MOUNT = "/etc/daskyard/config.yaml"
-KINDS: dict[str, tuple[list[str], type, dict[str, tuple[str, ...]]]] = {
-    "xgboost": (["train", "xgboost"], XGBoostJobConfig, XGBOOST_FLAT_KEYS),
-    "incremental": (["train", "incremental"], IncrementalJobConfig, INCREMENTAL_FLAT_KEYS),
-    "search": (["search", "incremental"], SearchJobConfig, SEARCH_FLAT_KEYS),
+# The daskyard command each job kind runs.
+COMMANDS = {
+    "xgboost": ["train", "xgboost"],
+    "incremental": ["train", "incremental"],
+    "search": ["search", "incremental"],
 }
 
 
@@ -60,7 +53,7 @@ def render_job(
     namespace: str | None = None,
     name: str | None = None,
 ) -> str:
-    command, model, flat_keys = KINDS[kind]
+    command, (model, flat_keys) = COMMANDS[kind], JOB_KINDS[kind]
     # Validate as the job will (the scheduler comes from the Job's environment).
     build_config(
         model,

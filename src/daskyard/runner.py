@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from distributed import Client
 
 from daskyard import progress
 from daskyard.artifacts import join_url
 from daskyard.cluster import connect
-from daskyard.config import IncrementalJobConfig, SearchJobConfig, XGBoostJobConfig
-from daskyard.search import SearchResult, search_incremental
-from daskyard.train.incremental import IncrementalResult, train_incremental
-from daskyard.train.xgboost import XGBoostResult, train_xgboost
+from daskyard.config import IncrementalJobConfig, JobConfig, SearchJobConfig, XGBoostJobConfig
+from daskyard.search import search_incremental
+from daskyard.train.incremental import train_incremental
+from daskyard.train.xgboost import train_xgboost
 
 
 def describe_cluster(client: Client, embedded: bool) -> str:
@@ -30,65 +31,69 @@ def result_table(metrics: dict[str, float], output: str, files: list[str]) -> st
     return "\n".join(f"  {name.ljust(width)}  {value}" for name, value in rows)
 
 
-def run_xgboost(config: XGBoostJobConfig, stream: TextIO | None = None) -> XGBoostResult:
+def _run(
+    config: JobConfig,
+    train: Callable[..., Any],
+    summary: Callable[[Any], str],
+    files: list[str],
+    stream: TextIO | None,
+    **train_options: Any,
+) -> Any:
+    """Connect (or embed), train, then print the timing, ``summary`` and the results."""
     embedded = config.cluster.scheduler is None
     with connect(config.cluster) as client:
         progress.say(stream, describe_cluster(client, embedded))
-        result = train_xgboost(config, client, embedded=embedded, stream=stream)
+        result = train(config, client, stream=stream, **train_options)
     seconds = result.manifest["timings"]["total_seconds"]
-    progress.say(stream, f"done in {seconds:.1f}s: {result.metrics['rounds']} rounds")
-    progress.say(
-        stream,
-        result_table(
-            result.metrics["validation"],
-            config.output,
-            ["model.ubj", "metrics.json", "manifest.json"],
-        ),
-    )
+    progress.say(stream, f"done in {seconds:.1f}s: {summary(result)}")
+    progress.say(stream, result_table(result.metrics["validation"], config.output, files))
     return result
 
 
-def run_incremental(
-    config: IncrementalJobConfig, stream: TextIO | None = None
-) -> IncrementalResult:
-    embedded = config.cluster.scheduler is None
-    with connect(config.cluster) as client:
-        progress.say(stream, describe_cluster(client, embedded))
-        result = train_incremental(config, client, stream=stream)
-    seconds = result.manifest["timings"]["total_seconds"]
-    progress.say(stream, f"done in {seconds:.1f}s: {result.metrics['blocks_seen']} blocks")
-    progress.say(
+def run_xgboost(config: XGBoostJobConfig, stream: TextIO | None = None) -> Any:
+    return _run(
+        config,
+        train_xgboost,
+        lambda r: f"{r.metrics['rounds']} rounds",
+        ["model.ubj", "metrics.json", "manifest.json"],
         stream,
-        result_table(
-            result.metrics["validation"],
-            config.output,
-            ["model.skops", "metrics.json", "manifest.json"],
-        ),
+        embedded=config.cluster.scheduler is None,
     )
-    return result
 
 
-def run_search(config: SearchJobConfig, stream: TextIO | None = None) -> SearchResult:
-    embedded = config.cluster.scheduler is None
-    with connect(config.cluster) as client:
-        progress.say(stream, describe_cluster(client, embedded))
-        result = search_incremental(config, client, stream=stream)
-    seconds = result.manifest["timings"]["total_seconds"]
-    best = ", ".join(
+def run_incremental(config: IncrementalJobConfig, stream: TextIO | None = None) -> Any:
+    return _run(
+        config,
+        train_incremental,
+        lambda r: f"{r.metrics['blocks_seen']} blocks",
+        ["model.skops", "metrics.json", "manifest.json"],
+        stream,
+    )
+
+
+def _best(result: Any) -> str:
+    params = ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
         for k, v in result.metrics["best_params"].items()
     )
-    progress.say(
-        stream,
-        f"done in {seconds:.1f}s: best candidate {result.metrics['best_candidate']}"
-        f" of {result.metrics['candidates']}: {best}",
+    return (
+        f"best candidate {result.metrics['best_candidate']} of "
+        f"{result.metrics['candidates']}: {params}"
     )
-    progress.say(
+
+
+def run_search(config: SearchJobConfig, stream: TextIO | None = None) -> Any:
+    return _run(
+        config,
+        search_incremental,
+        _best,
+        ["model.skops", "results.json", "metrics.json", "manifest.json"],
         stream,
-        result_table(
-            result.metrics["validation"],
-            config.output,
-            ["model.skops", "results.json", "metrics.json", "manifest.json"],
-        ),
     )
-    return result
+
+
+RUNNERS: dict[str, Callable[..., Any]] = {
+    "xgboost": run_xgboost,
+    "incremental": run_incremental,
+    "search": run_search,
+}

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pandas as pd
@@ -21,6 +18,7 @@ from daskyard.train.incremental import block_order
 from tests.conftest import (
     DASKYARD,
     classification_frame,
+    kill_after_checkpoint,
     run_cli,
     start_process_cluster,
     stop_processes,
@@ -206,24 +204,11 @@ def test_killed_run_resumes_and_sees_every_block_once(blocks, tmp_path):
             },
         },
     )
-    env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
-    proc = subprocess.Popen(
+    killed_at = kill_after_checkpoint(
         [DASKYARD, "train", "incremental", "--config", str(config)],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        out / "checkpoints",
+        "step-000016.skops",
     )
-    deadline = time.monotonic() + 120
-    try:
-        while not list((out / "checkpoints").glob("*/step-000016.skops")):
-            assert proc.poll() is None, "training ended before it could be interrupted"
-            assert time.monotonic() < deadline, "no checkpoint within 120s"
-            time.sleep(0.02)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    killed_at = max(int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("*/*.skops"))
     assert 16 <= killed_at < 480
 
     result = run_cli("train", "incremental", "--config", str(config))

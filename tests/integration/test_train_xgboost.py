@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pandas as pd
@@ -14,7 +10,14 @@ import pytest
 import xgboost
 from sklearn.metrics import roc_auc_score
 
-from tests.conftest import DASKYARD, classification_frame, run_cli, write_config, write_files
+from tests.conftest import (
+    DASKYARD,
+    classification_frame,
+    kill_after_checkpoint,
+    run_cli,
+    write_config,
+    write_files,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -202,28 +205,12 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_with_the_requested_roun
             },
         },
     )
-    command = [DASKYARD, "train", "xgboost", "--config", str(config)]
-    env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
-    # Its own process group, so the kill takes the embedded workers down too, as in a pod.
-    proc = subprocess.Popen(
-        command,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    killed_at = kill_after_checkpoint(
+        [DASKYARD, "train", "xgboost", "--config", str(config)],
+        out / "checkpoints",
+        "step-000020.ubj",
     )
-    checkpoints = out / "checkpoints"
-    deadline = time.monotonic() + 120
-    try:
-        while not list(checkpoints.glob("*/step-000020.ubj")):
-            assert proc.poll() is None, "training ended before it could be interrupted"
-            assert time.monotonic() < deadline, "no checkpoint written within 120s"
-            time.sleep(0.02)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     assert not (out / "model.ubj").exists()
-    killed_at = max(int(p.stem.split("-")[1]) for p in checkpoints.glob("*/step-*.ubj"))
     assert killed_at < 300
 
     result = run_cli("train", "xgboost", "--config", str(config))
