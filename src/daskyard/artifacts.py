@@ -86,12 +86,6 @@ def write_json_atomic(url: str, payload: Any, storage_options: dict[str, Any] | 
     return write_bytes_atomic(url, text.encode("utf-8"), storage_options)
 
 
-def read_json(url: str, storage_options: dict[str, Any] | None = None) -> Any:
-    fs, path = url_to_fs(url, storage_options)
-    with fs.open(path, "rb") as handle:
-        return json.loads(handle.read())
-
-
 def stable_hash(payload: Any, length: int = 12) -> str:
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
