@@ -45,17 +45,22 @@ def test_hadolint_is_clean(path):
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_house_rules(path):
     steps = instructions(path)
-    assert steps[0][0] == "ARG" and steps[0][1].startswith("BASE_IMAGE=")
-    assert not steps[0][1].endswith(":latest")
+    # Every pod of a cluster, GPU workers included, runs the client's Python.
+    assert steps[0][0] == "ARG" and steps[0][1].startswith("BASE_IMAGE=python:3.11-slim-")
     froms = [i for i, (keyword, _) in enumerate(steps) if keyword == "FROM"]
-    assert len(froms) == 2, "multi-stage: a builder and a final stage"
-    builder, final = steps[froms[0] : froms[1]], steps[froms[1] :]
-    assert any(
-        "-r requirements/runtime.txt" in rest for keyword, rest in builder if keyword == "RUN"
-    )
-    # The final stage takes only the virtualenv: no sources, no compilers.
+    assert [steps[i][1] for i in froms] == [
+        "${BASE_IMAGE} AS deps",
+        "deps AS builder",
+        "${BASE_IMAGE}",
+    ], "stages: pinned dependencies, the package, the final image"
+    deps, final = steps[froms[0] : froms[1]], steps[froms[2] :]
+    assert any("-r requirements/runtime.txt" in rest for keyword, rest in deps if keyword == "RUN")
+    # The final stage takes the virtualenv and the package: no sources, no compilers.
     copies = [rest for keyword, rest in final if keyword == "COPY"]
-    assert copies == ["--from=builder /opt/daskyard/venv /opt/daskyard/venv"]
+    assert copies == [
+        "--from=deps /opt/daskyard/venv /opt/daskyard/venv",
+        "--from=builder /stage/ /",
+    ]
     final_runs = " ".join(rest for keyword, rest in final if keyword == "RUN")
     assert not re.search(r"\b(gcc|g\+\+|build-essential|clang)\b", final_runs)
     assert ("USER", "10001:10001") in final
@@ -63,3 +68,20 @@ def test_house_rules(path):
     assert ("EXPOSE", "8786 8787 8788") in final
     env = " ".join(rest for keyword, rest in final if keyword == "ENV")
     assert "TMPDIR=/tmp" in env and "HOME=/tmp" in env
+
+
+def test_gpu_image_is_the_runtime_image_plus_gpu_metadata():
+    """Same instructions up to EXPOSE (so the same versions and shared layers),
+    plus a build-time check that XGBoost has CUDA and finds NCCL."""
+    runtime = instructions(ROOT / "images" / "runtime" / "Dockerfile")
+    gpu = instructions(ROOT / "images" / "runtime-gpu" / "Dockerfile")
+    checks = [step for step in gpu if step[0] == "RUN" and "build_info()" in step[1]]
+    assert len(checks) == 1 and "USE_CUDA" in checks[0][1] and "_find_nccl" in checks[0][1]
+
+    def shared(steps):
+        end = next(i for i, step in enumerate(steps) if step[0] == "EXPOSE")
+        return [step for step in steps[: end + 1] if step not in checks]
+
+    assert shared(gpu) == shared(runtime)
+    assert ("ENV", "NVIDIA_DRIVER_CAPABILITIES=compute,utility") in gpu
+    assert not any("NVIDIA_VISIBLE_DEVICES" in rest for _, rest in gpu)

@@ -9,6 +9,7 @@ Every container runs as UID 10001 with a read-only root filesystem.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -26,10 +27,12 @@ from tests.charts.conftest import Renderer, kustomize
 from tests.charts.rendered import expand, rendered_env, replace_value
 from tests.conftest import classification_frame, free_port, wait_for_port, write_files
 
-pytestmark = pytest.mark.integration
+# A cold build (base image and every pinned wheel) runs inside the first test.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "daskyard/runtime:dev"
+GPU_IMAGE = "daskyard/runtime-gpu:dev"
 USER = "10001:10001"
 
 
@@ -42,17 +45,25 @@ def docker_ready() -> str | None:
     return None if proc.returncode == 0 else "no Docker daemon answers (docker info failed)"
 
 
+def build_images() -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "scripts/build_images.sh", "--gpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=2000,
+    )
+
+
 @pytest.fixture(scope="session")
 def image() -> str:
+    """Both images, built from this tree; an image already built from it is reused."""
     problem = docker_ready()
     if problem:
         if os.environ.get("DASKYARD_REQUIRE_DOCKER") == "1":
             pytest.fail(f"DASKYARD_REQUIRE_DOCKER=1 but {problem}: run scripts/start_dockerd.sh")
         pytest.skip(f"{problem}; set DASKYARD_REQUIRE_DOCKER=1 to make this a failure")
-    # Layers are cached: an unchanged tree rebuilds in seconds.
-    build = subprocess.run(
-        ["bash", "scripts/build_images.sh"], cwd=ROOT, capture_output=True, text=True, timeout=1800
-    )
+    build = build_images()
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     return IMAGE
 
@@ -80,6 +91,7 @@ class Containers:
         volumes: dict[str, str] | None = None,
         tmpfs: tuple[str, ...] = (),
         memory: str | None = None,
+        workdir: str | None = None,
         detach: bool = False,
     ) -> list[str]:
         name = f"daskyard-test-{uuid.uuid4().hex[:8]}"
@@ -106,6 +118,8 @@ class Containers:
             command += ["-v", f"{host}:{target}"]
         if memory:
             command += ["--memory", docker_memory(memory)]
+        if workdir:
+            command += ["--workdir", workdir]
         return [*command, self.image, *args]
 
     def run(self, args: list[str], timeout: float = 300, **options) -> subprocess.CompletedProcess:
@@ -134,6 +148,15 @@ def containers(image: str) -> Iterator[Containers]:
     box = Containers(image)
     yield box
     box.remove_all()
+
+
+def test_an_unchanged_tree_is_not_rebuilt(image):
+    started = time.monotonic()
+    again = build_images()
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "daskyard/runtime:dev is up to date" in again.stdout
+    assert "daskyard/runtime-gpu:dev is up to date" in again.stdout
+    assert time.monotonic() - started < 60
 
 
 def test_image_runs_non_root_under_tini_without_compilers(containers):
@@ -165,6 +188,52 @@ def test_versions_in_the_image_are_the_pins(containers):
     proc = containers.run(["python", "-c", script])
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == pins
+
+
+def test_image_carries_the_package_of_this_tree(containers):
+    script = (
+        "import hashlib, json, pathlib, daskyard; "
+        "root = pathlib.Path(daskyard.__file__).parent; "
+        "print(json.dumps({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() "
+        "for p in root.rglob('*') if p.is_file() and p.suffix in ('.py', '.yaml')}))"
+    )
+    proc = containers.run(["python", "-c", script])
+    assert proc.returncode == 0, proc.stderr
+    source = ROOT / "src" / "daskyard"
+    expected = {
+        str(p.relative_to(source)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in source.rglob("*")
+        if p.is_file() and p.suffix in (".py", ".yaml")
+    }
+    assert json.loads(proc.stdout) == expected
+
+
+def test_gpu_image_runs_the_same_python_and_pins_with_cuda_xgboost(image, containers):
+    names = ["dask", "distributed", "xgboost", "scikit-learn", "numpy", "pandas", "daskyard"]
+    script = (
+        "import json, sys, importlib.metadata as m, xgboost; "
+        "from xgboost.collective import _find_nccl; "
+        "print(json.dumps({'python': sys.version, 'cuda': xgboost.build_info()['USE_CUDA'], "
+        f"'nccl': bool(_find_nccl()), **{{n: m.version(n) for n in {names!r}}}}}))"
+    )
+    cpu = containers.run(["python", "-c", script])
+    gpu = Containers(GPU_IMAGE)
+    try:
+        proc = gpu.run(["python", "-c", script])
+        env = gpu.run(["sh", "-c", "id -u; cat /proc/1/comm; echo $NVIDIA_DRIVER_CAPABILITIES"])
+    finally:
+        gpu.remove_all()
+    assert cpu.returncode == 0 and proc.returncode == 0, cpu.stderr + proc.stderr
+    # The CPU image keeps NCCL too: the chart's GPU worker groups run it today.
+    assert json.loads(proc.stdout) == json.loads(cpu.stdout)
+    assert json.loads(proc.stdout)["cuda"] and json.loads(proc.stdout)["nccl"]
+    assert env.stdout.split() == ["10001", "tini", "compute,utility"]
+
+
+def test_demo_runs_in_a_read_only_container(containers):
+    proc = containers.run(["daskyard", "demo"], workdir="/tmp", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "demo finished" in proc.stdout + proc.stderr
 
 
 @dataclass
