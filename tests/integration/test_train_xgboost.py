@@ -85,7 +85,7 @@ def test_distributed_auc_matches_single_process_xgboost(dask_cluster, split_data
 
 def test_artifacts_manifest_and_progress_lines(dask_cluster, small_dataset, tmp_path):
     out = tmp_path / "run"
-    result = run_cli(
+    args = [
         "train",
         "xgboost",
         "--train",
@@ -99,7 +99,8 @@ def test_artifacts_manifest_and_progress_lines(dask_cluster, small_dataset, tmp_
         *PARAMS,
         "--scheduler",
         dask_cluster.address,
-    )
+    ]
+    result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoints",
@@ -121,21 +122,7 @@ def test_artifacts_manifest_and_progress_lines(dask_cluster, small_dataset, tmp_
     assert manifest["training"]["tracker"].startswith("127.0.0.1:")
     assert set(manifest["timings"]["seconds"]) >= {"load_and_validate", "train"}
     # The seeded split is the same every time: a second run gets the same run id.
-    again = run_cli(
-        "train",
-        "xgboost",
-        "--train",
-        str(small_dataset),
-        "--target",
-        "label",
-        "--output",
-        str(out),
-        "--rounds",
-        "20",
-        *PARAMS,
-        "--scheduler",
-        dask_cluster.address,
-    )
+    again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     assert json.loads((out / "manifest.json").read_text())["run_id"] == manifest["run_id"]
 
