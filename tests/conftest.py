@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -84,7 +85,12 @@ def start_process_cluster(
     memory_limit: str = "2GiB",
     routes: Sequence[str] = SCHEDULER_HTTP_ROUTES,
     worker_env: dict[str, str] | None = None,
+    protocol: str = "tcp",
+    extra_args: Sequence[str] = (),
+    security: Any = None,
 ) -> ProcessCluster:
+    """``extra_args`` go to the scheduler and every worker (e.g. TLS files); ``security``
+    is what the readiness check's client needs to connect."""
     port, http_port = free_port(), free_port()
     env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": json.dumps(list(routes))}
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -98,11 +104,14 @@ def start_process_cluster(
             str(port),
             "--dashboard-address",
             f"127.0.0.1:{http_port}",
+            "--protocol",
+            protocol,
+            *extra_args,
         ],
         env,
         log_dir / "scheduler.log",
     )
-    cluster = ProcessCluster(f"tcp://127.0.0.1:{port}", http_port, [scheduler], log_dir)
+    cluster = ProcessCluster(f"{protocol}://127.0.0.1:{port}", http_port, [scheduler], log_dir)
     try:
         wait_for_port(port, process=scheduler)
         for index in range(n_workers):
@@ -121,6 +130,7 @@ def start_process_cluster(
                         "--no-dashboard",
                         "--host",
                         "127.0.0.1",
+                        *extra_args,
                     ],
                     {**env, **(worker_env or {})},
                     log_dir / f"worker-{index}.log",
@@ -128,7 +138,7 @@ def start_process_cluster(
             )
         from distributed import Client
 
-        with Client(cluster.address, timeout=30) as client:
+        with Client(cluster.address, timeout=30, security=security) as client:
             client.wait_for_workers(n_workers, timeout=60)
     except BaseException:
         stop_processes(cluster.processes)

@@ -7,6 +7,7 @@ import json
 import socket
 import ssl
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,9 @@ from distributed.security import Security
 from tests.conftest import (
     BIN,
     ProcessCluster,
-    free_port,
     run_cli,
-    spawn,
+    start_process_cluster,
     stop_processes,
-    wait_for_port,
     write_config,
 )
 
@@ -81,7 +80,7 @@ def make_certificates(folder: Path, issuer_name: str = "daskyard-test-ca") -> di
 
 
 @pytest.fixture(scope="module")
-def tls_cluster(tmp_path_factory) -> ProcessCluster:
+def tls_cluster(tmp_path_factory) -> Iterator[ProcessCluster]:
     folder = tmp_path_factory.mktemp("tls")
     certs = make_certificates(folder)
     tls_args = [
@@ -92,59 +91,15 @@ def tls_cluster(tmp_path_factory) -> ProcessCluster:
         "--tls-key",
         str(certs["key"]),
     ]
-    port = free_port()
-    env = {"PATH": str(BIN)}
-    scheduler = spawn(
-        [
-            str(BIN / "dask"),
-            "scheduler",
-            "--protocol",
-            "tls",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dashboard-address",
-            ":0",
-            *tls_args,
-        ],
-        env,
-        folder / "scheduler.log",
-    )
-    cluster = ProcessCluster(f"tls://127.0.0.1:{port}", 0, [scheduler], folder)
-    wait_for_port(port, process=scheduler)
-    for index in range(2):
-        cluster.processes.append(
-            spawn(
-                [
-                    str(BIN / "dask"),
-                    "worker",
-                    cluster.address,
-                    "--nthreads",
-                    "1",
-                    "--no-dashboard",
-                    "--host",
-                    "127.0.0.1",
-                    "--name",
-                    f"tls-{index}",
-                    *tls_args,
-                ],
-                env,
-                folder / f"worker-{index}.log",
-            )
-        )
     security = Security(
         tls_ca_file=str(certs["ca_file"]),
         tls_client_cert=str(certs["cert"]),
         tls_client_key=str(certs["key"]),
         require_encryption=True,
     )
-    try:
-        with Client(cluster.address, security=security, timeout=30) as client:
-            client.wait_for_workers(2, timeout=60)
-    except BaseException:
-        stop_processes(cluster.processes)
-        raise
+    cluster = start_process_cluster(
+        folder, n_workers=2, protocol="tls", extra_args=tls_args, security=security
+    )
     cluster.certs = certs  # type: ignore[attr-defined]
     yield cluster
     stop_processes(cluster.processes)
