@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from daskyard.checkpoints import MANIFEST_SUFFIX
 from daskyard.cluster import SCHEDULER_HTTP_ROUTES
 
 BIN = Path(sys.executable).parent
@@ -214,8 +215,8 @@ def kill_after_checkpoint(
     command: Sequence[str], checkpoints: Path, step_file: str, timeout: float = 120
 ) -> int:
     """Run ``command`` in its own process group and SIGKILL the whole group (embedded
-    workers included, as when a pod dies) once ``step_file`` appears under
-    ``checkpoints``; return the newest checkpointed step."""
+    workers included, as when a pod dies) once ``step_file`` is a trusted checkpoint
+    (its manifest written) under ``checkpoints``; return the newest trusted step."""
     env = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
     proc = subprocess.Popen(
         list(command),
@@ -226,14 +227,19 @@ def kill_after_checkpoint(
     )
     deadline = time.monotonic() + timeout
     try:
-        while not list(checkpoints.glob(f"*/{step_file}")):
+        while not list(checkpoints.glob(f"*/{step_file}{MANIFEST_SUFFIX}")):
             assert proc.poll() is None, "training ended before it could be interrupted"
             assert time.monotonic() < deadline, f"no {step_file} within {timeout}s"
             time.sleep(0.02)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    return max(int(p.name.split("-")[1].split(".")[0]) for p in checkpoints.glob("*/step-*"))
+    return max(checkpoint_step(p) for p in checkpoints.glob(f"*/step-*{MANIFEST_SUFFIX}"))
+
+
+def checkpoint_step(path: Path) -> int:
+    """``step-000020.ubj`` (or its manifest) -> 20."""
+    return int(path.name.split("-")[1].split(".")[0])
 
 
 def write_config(path: Path, payload: dict) -> Path:

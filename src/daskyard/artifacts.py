@@ -101,7 +101,8 @@ class Timings:
 
     def lap(self, phase: str) -> None:
         now = time.perf_counter()
-        self.phases[phase] = round(now - self._mark, 3)
+        # A phase repeated by a retried attempt adds up rather than hiding the first try.
+        self.phases[phase] = round(self.phases.get(phase, 0.0) + now - self._mark, 3)
         self._mark = now
 
     def as_dict(self) -> dict[str, Any]:

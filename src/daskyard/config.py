@@ -63,6 +63,13 @@ class ClusterConfig(StrictModel):
     check_versions: bool = True
     # None: dask's own config (DASK_DISTRIBUTED__COMM__TLS__* variables) applies.
     tls: TLSConfig | None = None
+    # Lost workers (preempted, OOM-killed, scaled down) are survived in the same
+    # process: training restarts from its last checkpoint on the workers that remain
+    # or arrive, at most this many attempts in all; then the job exits 75.
+    max_attempts: int = Field(3, ge=1, le=100, description="training attempts per job process")
+    worker_wait: float = Field(
+        120.0, gt=0.0, description="seconds to wait for a worker after losing them all"
+    )
 
 
 class XGBoostConfig(StrictModel):
@@ -75,6 +82,9 @@ class XGBoostConfig(StrictModel):
     # NetworkPolicy opens), any free port on an embedded cluster.
     tracker_port: int | None = Field(None, ge=0, le=65535)
     tracker_host: str | None = Field(None, description="default: the scheduler's own address")
+    # A tracker whose training lost a worker never exits (dmlc/xgboost#7959) and keeps
+    # its port, so each attempt takes the first free port of this declared range.
+    tracker_ports: int = Field(4, ge=1, le=64, description="ports from tracker_port on")
 
     @model_validator(mode="after")
     def _tree_method_is_hist(self) -> XGBoostConfig:

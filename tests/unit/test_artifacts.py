@@ -67,3 +67,40 @@ def test_checkpoint_store_of_a_new_run_is_empty(tmp_path):
     store = CheckpointStore(str(tmp_path / "never-written"), "ubj", {})
     assert store.steps() == []
     assert store.latest(bytes) is None
+
+
+def test_a_checkpoint_whose_bytes_changed_is_not_trusted_even_if_it_loads(tmp_path):
+    store = CheckpointStore(str(tmp_path / "ckpt"), "bin", {})
+    store.save(10, b"model@10")
+    store.save(20, b"model@20")
+    # Same length, still loadable: only the checksum tells it is not what was saved.
+    (tmp_path / "ckpt" / "step-000020.bin").write_bytes(b"model@21")
+    warnings: list[str] = []
+    assert store.latest(bytes, warn=warnings.append) == (10, b"model@10")
+    assert warnings == [
+        "ignoring checkpoint at step 20: step-000020.bin does not match the sha256 in its manifest"
+    ]
+
+
+def test_a_checkpoint_without_its_manifest_is_a_write_that_never_finished(tmp_path):
+    store = CheckpointStore(str(tmp_path / "ckpt"), "bin", {})
+    store.save(10, b"model@10")
+    # A writer killed after the checkpoint but before its manifest leaves this behind.
+    (tmp_path / "ckpt" / "step-000020.bin").write_bytes(b"model@2")
+    warnings: list[str] = []
+    assert store.latest(bytes, warn=warnings.append) == (10, b"model@10")
+    assert warnings == [
+        "ignoring checkpoint at step 20: step-000020.bin has no manifest (its write never finished)"
+    ]
+
+
+def test_pruning_removes_each_checkpoint_with_its_manifest(tmp_path):
+    store = CheckpointStore(str(tmp_path / "ckpt"), "bin", {}, keep=1)
+    for step in (10, 20):
+        store.save(step, b"x" * step)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "step-000020.bin",
+        "step-000020.bin.manifest.json",
+    ]
+    manifest = json.loads((tmp_path / "ckpt" / "step-000020.bin.manifest.json").read_text())
+    assert manifest == {"step": 20, "bytes": 20, "sha256": hashlib.sha256(b"x" * 20).hexdigest()}

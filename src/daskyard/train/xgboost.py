@@ -5,6 +5,7 @@ Takes a validated config and a client; never reads argv or the environment.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -22,6 +23,7 @@ from daskyard.cluster import infrastructure_errors, scheduler_host
 from daskyard.config import DEFAULT_TRACKER_PORT, XGBoostJobConfig, resolved
 from daskyard.data import LoadedData, load_training_data
 from daskyard.errors import ConfigError, DataError, InfrastructureError
+from daskyard.recovery import Recovery
 
 CLASSIFICATION_METRICS = {"binary": ["auc", "logloss"], "multi": ["mlogloss", "merror"]}
 REGRESSION_METRICS = ["rmse"]
@@ -148,7 +150,46 @@ def _collective_config(
     port = config.xgboost.tracker_port
     if port is None:
         port = 0 if embedded else DEFAULT_TRACKER_PORT
+    if port:
+        port = _free_tracker_port(client, host, port, config.xgboost.tracker_ports)
     return collective.Config(tracker_host_ip=host, tracker_port=port, retry=3, timeout=600)
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_tracker_port(client: Client, host: str, first: int, count: int) -> int:
+    """The first port of the declared range that the scheduler can bind right now.
+
+    Checked on the scheduler, where the tracker runs: left to itself, XGBoost would
+    fall back to a random port there, which the NetworkPolicy does not open.
+    """
+    ports = range(first, min(first + count, 65536))
+    for port in ports:
+        if client.run_on_scheduler(_port_is_free, host, port):
+            return port
+    raise InfrastructureError(
+        f"every XGBoost tracker port {first}-{ports[-1]} on the scheduler ({host}) is taken, "
+        "most likely by trackers of trainings that lost a worker (dmlc/xgboost#7959); "
+        "restart the scheduler pod, or widen xgboost.tracker_ports and the NetworkPolicy"
+    )
+
+
+def _is_lost_peer(exc: BaseException) -> bool:
+    """XGBoost's own report of a lost peer: a broken collective, or its task moved."""
+    if isinstance(exc, xgboost.core.XGBoostError):
+        return isinstance(_classify_xgboost_error(exc), InfrastructureError)
+    text = str(exc)
+    # xgboost.dask refuses to run a rank on another worker than the one holding its data.
+    return isinstance(exc, ValueError | RuntimeError) and (
+        "Invalid worker address" in text or "Missing required workers" in text
+    )
 
 
 def _regression_r2(client: Client, booster: xgboost.Booster, data: LoadedData) -> float:
@@ -186,10 +227,6 @@ def train_xgboost(
     run_id = run_identity(config, data.plan.fingerprint)
     total = config.xgboost.rounds
     store = CheckpointStore(join_url(config.checkpoint_url, run_id), "ubj", config.storage_options)
-    resumed = store.latest(lambda raw: xgboost.Booster(model_file=bytearray(raw)), below=total)
-    start_round, base_model = (resumed[0], resumed[1]) if resumed else (0, None)
-    if resumed:
-        progress.say(stream, f"resuming run {run_id} from checkpoint at round {start_round}")
 
     features = list(data.columns.features)
     target = data.columns.target
@@ -198,8 +235,26 @@ def train_xgboost(
     # Same collection, same partitions: xgboost.dask pairs X and y partition by partition.
     assert train_x.npartitions == train_y.npartitions
     categorical = bool(data.columns.categorical)
-    coll_cfg = _collective_config(client, config, embedded)
-    try:
+    first_start: int | None = None
+
+    def attempt(number: int) -> tuple[dict[str, Any], int, collective.Config]:
+        """Resume from the newest trusted checkpoint on the workers there are now."""
+        nonlocal first_start
+        if number > 1:
+            timings.lap("lost_attempts")  # the time the failed attempts took
+        resumed = store.latest(
+            lambda raw: xgboost.Booster(model_file=bytearray(raw)),
+            below=total,
+            warn=lambda line: progress.say(stream, line),
+        )
+        start_round, base_model = (resumed[0], resumed[1]) if resumed else (0, None)
+        if first_start is None:
+            first_start = start_round
+        if resumed:
+            progress.say(stream, f"resuming run {run_id} from checkpoint at round {start_round}")
+        coll_cfg = _collective_config(client, config, embedded)
+        # Rebuilt every attempt: partitions held by a lost worker are recomputed by
+        # dask on the workers that remain, and the new matrix is spread over them.
         dtrain = dxgb.DaskQuantileDMatrix(client, train_x, train_y, enable_categorical=categorical)
         dvalid = dxgb.DaskQuantileDMatrix(
             client, valid_x, valid_y, ref=dtrain, enable_categorical=categorical
@@ -227,6 +282,12 @@ def train_xgboost(
                 verbose_eval=False,
                 coll_cfg=coll_cfg,
             )
+        timings.lap("train")
+        return result, start_round, coll_cfg
+
+    recovery = Recovery(client, config.cluster, stream)
+    try:
+        result, start_round, coll_cfg = recovery.run(attempt, is_loss=_is_lost_peer)
     except xgboost.core.XGBoostError as exc:
         raise _classify_xgboost_error(exc) from None
     except infrastructure_errors() as exc:
@@ -234,7 +295,6 @@ def train_xgboost(
             f"training lost contact with the cluster ({type(exc).__name__}: {exc}); "
             "rerun the job to resume from the last checkpoint"
         ) from None
-    timings.lap("train")
 
     booster: xgboost.Booster = result["booster"]
     history = result["history"].get("validation", {})
@@ -277,7 +337,9 @@ def train_xgboost(
         "training": {
             "params": params,
             "rounds": booster.num_boosted_rounds(),
-            "resumed_from_round": start_round,
+            "resumed_from_round": first_start,
+            "last_attempt_from_round": start_round,
+            "recovery": recovery.summary(),
             "workers": len(client.scheduler_info(n_workers=-1)["workers"]),
             "tracker": f"{coll_cfg.tracker_host_ip}:{coll_cfg.tracker_port}",
             "checkpoints": store.url,
@@ -291,21 +353,30 @@ def train_xgboost(
     return XGBoostResult(booster=booster, metrics=metrics, manifest=manifest, output=config.output)
 
 
+# XGBoost reports a broken collective (a lost peer, an unreachable tracker) on the
+# lines below its first one, which only names the source file.
+COLLECTIVE_FAILURE_MARKERS = (
+    "allreduce",
+    "allgather",
+    "broadcast",
+    "socket",
+    "poll error",
+    "connect",
+    "tracker",
+    "timed out",
+)
+
+
 def _classify_xgboost_error(exc: Exception) -> Exception:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    lowered = text.lower()
-    if "label" in lowered:
-        return DataError(f"XGBoost rejects the target values: {text}")
-    if "parameter" in lowered or "objective" in lowered:
-        return ConfigError(f"XGBoost rejects the parameters: {text}")
-    if (
-        "socket" in lowered
-        or "connect" in lowered
-        or "tracker" in lowered
-        or "timed out" in lowered
-    ):
+    lowered, whole = text.lower(), str(exc).lower()
+    if any(marker in whole for marker in COLLECTIVE_FAILURE_MARKERS):
         return InfrastructureError(
             f"XGBoost's collective communication failed: {text}; check that workers reach the "
             "tracker port on the scheduler, then rerun to resume"
         )
+    if "label" in lowered:
+        return DataError(f"XGBoost rejects the target values: {text}")
+    if "parameter" in lowered or "objective" in lowered:
+        return ConfigError(f"XGBoost rejects the parameters: {text}")
     return exc
