@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.charts.conftest import (
+    CHART,
     HELMS,
     HERE,
     NAMESPACE,
@@ -296,3 +297,19 @@ def test_operator_configs_tls_component_equals_the_chart(renderer: Renderer) -> 
         return json.dumps(doc, sort_keys=True)  # kustomize reorders map keys
 
     assert sorted(actual, key=key) == sorted(expected, key=key)
+
+
+def test_readme_documents_every_tls_value_and_a_matching_certificate() -> None:
+    readme = (CHART / "README.md").read_text()
+    section = readme.split("\n## TLS\n", 1)[1].split("\n## ", 1)[0]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["tls"]
+    assert [key for key in values if f"`tls.{key}`" not in section] == []
+    blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
+    docs = [d for block in blocks for d in yaml.safe_load_all(block) if d]
+    (secret,) = [
+        d["spec"] for d in docs if d["kind"] == "Certificate" and not d["spec"].get("isCA")
+    ]
+    scenario = yaml.safe_load((CHART / "ci" / "tls-values.yaml").read_text())
+    assert secret["secretName"] == scenario["tls"]["secretName"] == SECRET
+    # Every Dask process both accepts and opens connections.
+    assert {"server auth", "client auth"} <= set(secret["usages"])
