@@ -187,6 +187,66 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_files(classification_frame(20_000), tmp_path_factory.mktemp("small") / "train")
 
 
+# ---------------------------------------------------------------- TLS
+
+
+def make_certificates(folder: Path, issuer_name: str = "daskyard-test-ca") -> dict[str, Path]:
+    """A CA and one certificate it signed, as a cert-manager Secret holds them:
+    ``ca.crt``, ``tls.crt``, ``tls.key`` (PEM) in ``folder``. Returns their paths
+    under the names of daskyard's ``cluster.tls`` (ca_file, cert, key)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(common_name: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def write(stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> Path:
+        (folder / f"{stem}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        cert_path = folder / f"{stem}.crt"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return cert_path
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name(issuer_name))
+        .issuer_name(name(issuer_name))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("dask"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_path = write("ca", ca_key, ca)
+    cert_path = write("tls", key, cert)
+    return {"ca_file": ca_path, "cert": cert_path, "key": folder / "tls.key"}
+
+
 # ---------------------------------------------------------------- CLI
 
 

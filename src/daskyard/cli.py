@@ -237,6 +237,12 @@ def build_parser() -> Parser:
     job.add_argument(
         "--name", metavar="NAME", help="Job name (default daskyard-KIND-<time>-<random>)"
     )
+    job.add_argument(
+        "--tls-secret",
+        metavar="NAME",
+        help="for a cluster that requires mutual TLS (the chart's tls.enabled): mount this "
+        "Secret (ca.crt, tls.crt, tls.key) at /etc/dask/tls and dial tls://",
+    )
     job.set_defaults(handler=_render_job)
 
     doctor = commands.add_parser(
@@ -375,6 +381,7 @@ def _render_job(args: argparse.Namespace) -> int:
         cluster=args.cluster,
         namespace=args.namespace,
         name=args.name,
+        tls_secret=args.tls_secret,
     )
     sys.stdout.write(manifests)
     return 0

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ SCENARIOS = (
     *sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml")),
 )
 OVERLAYS = ("base", "xgboost", "incremental", "search")
+# The kubectl path with mutual TLS: each jobs/ overlay plus jobs/components/tls,
+# and operator-configs/ (with its GPU worker group) plus its components/tls.
+TLS_VARIANTS = (*(f"jobs/{overlay}" for overlay in OVERLAYS), "operator-configs")
 # operator-configs/ files that are Kubernetes objects (the rest are values,
 # kustomization and docs).
 OPERATOR_CONFIG_FILES = tuple(
@@ -183,6 +187,35 @@ def _kustomize(kubectl: str, overlay: str) -> str:
 
 def kustomize(overlay: str) -> list[dict[str, Any]]:
     return load_docs(_kustomize(require_tool("kubectl"), overlay))
+
+
+@functools.cache
+def _kustomize_tls(kubectl: str, variant: str) -> str:
+    """A throwaway overlay of ``variant`` with its TLS component, as a user writes one."""
+    if variant == "operator-configs":
+        base, extra = OPERATOR_CONFIGS, [OPERATOR_CONFIGS / "daskworkergroup-gpu.yaml"]
+        component = OPERATOR_CONFIGS / "components" / "tls"
+    else:
+        base, extra = REPO / variant, []
+        component = JOBS / "components" / "tls"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for path in extra:  # kustomize loads files only from under the overlay
+            shutil.copy(path, root / path.name)
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(base, root), *(p.name for p in extra)],
+            "components": [os.path.relpath(component, root)],
+        }
+        (root / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        proc = run([kubectl, "kustomize", str(root)])
+    assert proc.returncode == 0, f"kubectl kustomize {variant} + TLS failed:\n{proc.stderr}"
+    return proc.stdout
+
+
+def kustomize_tls(variant: str) -> list[dict[str, Any]]:
+    return load_docs(_kustomize_tls(require_tool("kubectl"), variant))
 
 
 def operator_config_docs(name: str) -> list[dict[str, Any]]:

@@ -1,10 +1,11 @@
 """checkov (kubernetes framework) finds nothing in what we ship.
 
 Two scans, run side by side: the chart as rendered for every scenario, and
-the kubectl path (operator-configs/ plus every jobs/ overlay), which is
-applied together into one namespace. Skips: tests/charts/checkov.yaml (global,
-with reasons), checkov.io/skipN annotations on our own resources, and
-OPERATOR_ALLOWED below for the upstream operator subchart.
+the kubectl path (operator-configs/ plus every jobs/ overlay, each also with
+its TLS component), which is applied together into one namespace. Skips:
+tests/charts/checkov.yaml (global, with reasons), checkov.io/skipN annotations
+on our own resources, and OPERATOR_ALLOWED below for the upstream operator
+subchart.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from tests.charts.conftest import (
     OPERATOR_CONFIGS,
     OVERLAYS,
     SCENARIOS,
+    TLS_VARIANTS,
     Renderer,
     _kustomize,
+    _kustomize_tls,
     require_tool,
 )
 
@@ -90,6 +93,10 @@ def checkov_reports(
     for overlay in OVERLAYS:
         (kubectl_dir / f"jobs-{overlay}.yaml").write_text(
             _kustomize(require_tool("kubectl"), overlay)
+        )
+    for variant in TLS_VARIANTS:
+        (kubectl_dir / f"{variant.replace('/', '-')}-tls.yaml").write_text(
+            _kustomize_tls(require_tool("kubectl"), variant)
         )
     scans = {"chart": scan(chart_dir), "kubectl": scan(kubectl_dir)}
     return {name: report(proc) for name, proc in scans.items()}

@@ -11,8 +11,10 @@ from tests.charts.conftest import (
     OPERATOR_CONFIG_FILES,
     OVERLAYS,
     SCENARIOS,
+    TLS_VARIANTS,
     Renderer,
     kustomize,
+    kustomize_tls,
     operator_config_docs,
 )
 from tests.charts.pss import (
@@ -62,6 +64,13 @@ def test_operator_configs_hold_pods() -> None:
 def test_job_pods_are_restricted(overlay: str) -> None:
     docs = kustomize(overlay)
     assert [t.kind for t in templates_of(docs)] == ["Job"]
+    assert problems_of(docs) == []
+
+
+@pytest.mark.parametrize("variant", TLS_VARIANTS)
+def test_tls_component_pods_are_restricted(variant: str) -> None:
+    docs = kustomize_tls(variant)
+    assert templates_of(docs)
     assert problems_of(docs) == []
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.charts.conftest import kustomize
+from tests.charts.conftest import kustomize, kustomize_tls
 from tests.charts.pss import pod_problems, pod_templates
 from tests.charts.test_schemas import KUBERNETES_VERSIONS, validate_builtin
 from tests.conftest import run_cli
@@ -94,3 +94,86 @@ def test_invalid_config_is_refused_before_anything_is_printed(tmp_path):
     assert result.returncode == 2
     assert result.stdout == ""
     assert "unknown config key 'xgboost.roundz'" in result.first_error_line
+
+
+# ---------------------------------------------------------------- --tls-secret
+
+
+def tls_parts(pod_spec: dict) -> tuple[dict, dict, dict, dict]:
+    """(env, TLS mount, TLS volume, other volumes by name) of a job pod."""
+    (box,) = pod_spec["containers"]
+    env = {e["name"]: e.get("value") for e in box["env"]}
+    mounts = {m["name"]: m for m in box["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    return env, mounts.pop("tls"), volumes.pop("tls"), volumes
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_tls_secret_mounts_it_and_dials_tls(kind):
+    _, job = render(kind, "--namespace", "ml", "--cluster", "team-a", "--tls-secret", "team-a-tls")
+    env, mount, volume, _ = tls_parts(job["spec"]["template"]["spec"])
+    assert env == {
+        "DASK_SCHEDULER_ADDRESS": "tls://team-a-scheduler.ml.svc.cluster.local:8786",
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "true",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": "/etc/dask/tls/ca.crt",
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": "/etc/dask/tls/tls.crt",
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": "/etc/dask/tls/tls.key",
+    }
+    assert mount == {"name": "tls", "mountPath": "/etc/dask/tls", "readOnly": True}
+    assert volume["secret"]["secretName"] == "team-a-tls"
+    assert volume["secret"]["defaultMode"] == 0o440
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_tls_job_is_valid_and_restricted(version):
+    _, job = render("xgboost", "--namespace", "ml", "--tls-secret", "daskyard-tls")
+    validate_builtin(job, version)
+    for template in pod_templates(job):
+        assert pod_problems(template) == []
+
+
+def test_tls_job_mounts_what_the_charts_helm_test_mounts(renderer):
+    """A job is a client like the helm test pod: same Secret layout, files and settings."""
+    chart = renderer.render("helm3", "tls").of_kind("Pod")[0]["spec"]
+    _, job = render("xgboost", "--namespace", "ml", "--tls-secret", "daskyard-tls")
+    job_env, job_mount, job_volume, _ = tls_parts(job["spec"]["template"]["spec"])
+    chart_env, chart_mount, chart_volume, _ = tls_parts(chart)
+    assert job_volume == chart_volume and job_mount == chart_mount
+    job_env.pop("DASK_SCHEDULER_ADDRESS")
+    assert job_env == chart_env
+
+
+def test_tls_job_matches_the_kustomize_tls_component():
+    """render job --tls-secret and jobs/xgboost + jobs/components/tls submit the same pod."""
+    overlay = next(d for d in kustomize_tls("jobs/xgboost") if d["kind"] == "Job")
+    _, job = render("xgboost", "--tls-secret", "daskyard-tls")
+    rendered, patched = job["spec"]["template"]["spec"], overlay["spec"]["template"]["spec"]
+    for spec in (rendered, patched):
+        for volume in spec["volumes"]:
+            volume.get("configMap", {}).pop("name", None)  # names are per run
+        # kustomize puts the patch's new list entries first; Kubernetes keys them by name.
+        spec["volumes"].sort(key=lambda v: v["name"])
+        spec["containers"][0]["volumeMounts"].sort(key=lambda m: m["name"])
+    assert rendered == patched
+
+
+def test_without_tls_secret_nothing_tls_is_rendered():
+    _, job = render("xgboost", "--namespace", "ml")
+    text = yaml.safe_dump(job)
+    assert "tls://" not in text and "DASK_DISTRIBUTED__COMM__" not in text
+    assert "tls" not in {v["name"] for v in job["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_invalid_tls_secret_name_is_refused():
+    result = run_cli(
+        "render",
+        "job",
+        "xgboost",
+        "--config",
+        str(ROOT / "jobs" / "xgboost" / "config.yaml"),
+        "--tls-secret",
+        "Team_A",
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "--tls-secret 'Team_A' is not a Secret name" in result.first_error_line

@@ -24,8 +24,10 @@ from tests.charts.conftest import (
     OPERATOR_CONFIG_FILES,
     OVERLAYS,
     SCENARIOS,
+    TLS_VARIANTS,
     Renderer,
     kustomize,
+    kustomize_tls,
     operator_chart_source,
     operator_config_docs,
 )
@@ -115,6 +117,7 @@ SOURCES: dict[str, Callable[[Renderer], list[dict[str, Any]]]] = {
         for name in OPERATOR_CONFIG_FILES
     },
     **{f"jobs/{overlay}": (lambda r, o=overlay: kustomize(o)) for overlay in OVERLAYS},
+    **{f"{variant} + tls": (lambda r, v=variant: kustomize_tls(v)) for variant in TLS_VARIANTS},
 }
 
 

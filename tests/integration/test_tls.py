@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from distributed import Client
 from distributed.security import Security
 
 from tests.conftest import (
     BIN,
     ProcessCluster,
+    make_certificates,
     run_cli,
     start_process_cluster,
     stop_processes,
@@ -28,55 +23,6 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write(folder: Path, stem: str, key, cert: x509.Certificate) -> tuple[Path, Path]:
-    key_path, cert_path = folder / f"{stem}.key", folder / f"{stem}.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
-
-
-def make_certificates(folder: Path, issuer_name: str = "daskyard-test-ca") -> dict[str, Path]:
-    """A CA and one certificate it signed, as a cert-manager Secret would hold them."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name(issuer_name))
-        .issuer_name(_name(issuer_name))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("dask"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path, _ = _write(folder, "ca", ca_key, ca)
-    cert_path, key_path = _write(folder, "tls", key, cert)
-    return {"ca_file": ca_path, "cert": cert_path, "key": key_path}
 
 
 @pytest.fixture(scope="module")

@@ -229,13 +229,99 @@ envFrom:
 {{- end }}
 
 {{/*
-A worker pod spec. Usage: include "daskyard.workerPodSpec" (dict "ctx" $ "worker" $w)
-The operator adds DASK_WORKER_NAME and DASK_SCHEDULER_ADDRESS to the container;
-`dask worker` reads the scheduler address from DASK_SCHEDULER_ADDRESS.
+The scheme of the Dask comm port: tls when `tls.enabled`, else tcp.
+*/}}
+{{- define "daskyard.scheme" -}}
+{{- if .Values.tls.enabled }}tls{{ else }}tcp{{ end }}
+{{- end }}
+
+{{/*
+A cluster's scheduler address as clients in the cluster dial it.
+Usage: include "daskyard.schedulerAddress" (dict "ctx" $ "cluster" $cluster.fullName)
+*/}}
+{{- define "daskyard.schedulerAddress" -}}
+{{- printf "%s://%s-scheduler.%s.svc.cluster.local:%s" (include "daskyard.scheme" .ctx) .cluster .ctx.Release.Namespace (include "daskyard.port.comm" .ctx) }}
+{{- end }}
+
+{{/*
+The TLS Secret's name; rendering fails when TLS is on without one.
+*/}}
+{{- define "daskyard.tls.secretName" -}}
+{{- if not .Values.tls.secretName }}
+{{- fail (printf "tls.enabled is true but tls.secretName is empty: set tls.secretName to an existing Secret in namespace %q holding ca.crt, tls.crt and tls.key (a cert-manager Certificate creates one; see the chart README, section TLS), or set tls.enabled=false" .Release.Namespace) }}
+{{- end }}
+{{- .Values.tls.secretName }}
+{{- end }}
+
+{{/*
+The TLS Secret as a volume. Only the three PEM files are projected, so a
+Secret without one of them keeps the pod from starting (an event names the
+missing key) instead of starting a process that cannot handshake.
+Mode 0440 (288): the kubelet gives the files the pod's fsGroup (10001 in
+podSecurityContext), which is how the non-root user reads them.
+*/}}
+{{- define "daskyard.tls.volume" -}}
+- name: tls
+  secret:
+    secretName: {{ include "daskyard.tls.secretName" . }}
+    defaultMode: 288
+    items:
+      - key: ca.crt
+        path: ca.crt
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
+
+{{/*
+The TLS Secret's mount in a container.
+*/}}
+{{- define "daskyard.tls.volumeMount" -}}
+- name: tls
+  mountPath: {{ .Values.tls.mountPath }}
+  readOnly: true
+{{- end }}
+
+{{/*
+dask config (distributed.comm.require-encryption, distributed.comm.tls.*) as
+environment variables: every comm is TLS with the mounted files. `roles` are
+the distributed.comm.tls sections to fill: a scheduler connects as
+"scheduler", workers and nannies as "worker", clients as "client".
+Usage: include "daskyard.tls.env" (dict "ctx" $ "roles" (list "client"))
+*/}}
+{{- define "daskyard.tls.env" -}}
+{{- $dir := .ctx.Values.tls.mountPath -}}
+- name: DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION
+  value: "true"
+- name: DASK_DISTRIBUTED__COMM__TLS__CA_FILE
+  value: {{ printf "%s/ca.crt" $dir }}
+{{- range $role := .roles }}
+- name: {{ printf "DASK_DISTRIBUTED__COMM__TLS__%s__CERT" (upper $role) }}
+  value: {{ printf "%s/tls.crt" $dir }}
+- name: {{ printf "DASK_DISTRIBUTED__COMM__TLS__%s__KEY" (upper $role) }}
+  value: {{ printf "%s/tls.key" $dir }}
+{{- end }}
+{{- end }}
+
+{{/*
+A worker pod spec.
+Usage: include "daskyard.workerPodSpec" (dict "ctx" $ "worker" $w "cluster" $cluster.fullName)
+The operator adds DASK_WORKER_NAME and DASK_SCHEDULER_ADDRESS to the
+container, each only if the container does not set it already, and its
+address is always tcp://<cluster>-scheduler.<namespace>.svc.cluster.local:8786
+(dask_kubernetes/operator/controller/controller.py,
+build_worker_deployment_spec). `dask worker` reads the scheduler address from
+DASK_SCHEDULER_ADDRESS, so with TLS the container sets it to the tls://
+address itself and the operator leaves it alone.
+Worker and scheduler containers get the scheduler, worker and client
+certificate settings (one certificate): a task's worker_client and a
+`kubectl exec ... daskyard doctor` connect as clients.
 */}}
 {{- define "daskyard.workerPodSpec" -}}
 {{- $ctx := .ctx }}
 {{- $w := .worker }}
+{{- $tls := $ctx.Values.tls.enabled }}
 {{- $limits := required "worker resources.limits (cpu and memory) are required: they set --nthreads and --memory-limit" $w.resources.limits }}
 {{- $gpus := get $limits "nvidia.com/gpu" }}
 automountServiceAccountToken: false
@@ -281,12 +367,23 @@ containers:
       - --resources
       - {{ printf "GPU=%v" . | quote }}
       {{- end }}
+      {{- if $tls }}
+      - --protocol
+      - tls
+      {{- end }}
       {{- with $w.extraArgs }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
-    {{- with $w.extraEnv }}
+    {{- if or $tls $w.extraEnv }}
     env:
+      {{- if $tls }}
+      - name: DASK_SCHEDULER_ADDRESS
+        value: {{ include "daskyard.schedulerAddress" (dict "ctx" $ctx "cluster" (required "workerPodSpec needs the cluster name" .cluster)) }}
+      {{- include "daskyard.tls.env" (dict "ctx" $ctx "roles" (list "scheduler" "worker" "client")) | nindent 6 }}
+      {{- end }}
+      {{- with $w.extraEnv }}
       {{- toYaml . | nindent 6 }}
+      {{- end }}
     {{- end }}
     {{- with include "daskyard.objectStorageEnvFrom" $ctx | trim }}
     {{- . | nindent 4 }}
@@ -319,11 +416,17 @@ containers:
         mountPath: /tmp
       - name: scratch
         mountPath: /scratch
+      {{- if $tls }}
+      {{- include "daskyard.tls.volumeMount" $ctx | nindent 6 }}
+      {{- end }}
 volumes:
   {{- include "daskyard.tmpVolume" $w.tmpSizeLimit | nindent 2 }}
   - name: scratch
     emptyDir:
       sizeLimit: {{ $w.scratchSizeLimit }}
+  {{- if $tls }}
+  {{- include "daskyard.tls.volume" $ctx | nindent 2 }}
+  {{- end }}
 {{- end }}
 
 {{/*
