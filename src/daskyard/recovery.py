@@ -68,12 +68,18 @@ class Recovery:
             except DaskyardError:
                 raise  # bad config or data: another attempt cannot help
             except Exception as exc:
-                if not (isinstance(exc, worker_loss_errors()) or (is_loss and is_loss(exc))):
+                if not self.is_loss(exc, is_loss):
                     raise
-                self._survive(number, exc)
+                self.survive(number, exc)
         raise AssertionError("unreachable: the last attempt raises")
 
-    def _survive(self, number: int, exc: BaseException) -> None:
+    @staticmethod
+    def is_loss(exc: BaseException, extra: Callable[[BaseException], bool] | None = None) -> bool:
+        if isinstance(exc, DaskyardError):
+            return False
+        return isinstance(exc, worker_loss_errors()) or bool(extra and extra(exc))
+
+    def survive(self, number: int, exc: BaseException) -> None:
         """Record the fault; raise InfrastructureError unless another attempt may run."""
         reason = short(exc)
         self.faults.append({"attempt": number, "error": reason, "at": time.time()})

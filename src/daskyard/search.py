@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -32,11 +33,13 @@ from daskyard.artifacts import (
     write_json_atomic,
     write_run_outputs,
 )
+from daskyard.checkpoints import CheckpointStore
 from daskyard.cluster import infrastructure_errors
 from daskyard.config import SearchJobConfig, parse_param, resolved
 from daskyard.data import ColumnPlan, DataSource, read_partition
-from daskyard.errors import ConfigError
+from daskyard.errors import ConfigError, InfrastructureError
 from daskyard.estimators import build_estimator, resolve_estimator
+from daskyard.recovery import Recovery
 from daskyard.train.incremental import (
     BlockSpec,
     _lost,
@@ -44,8 +47,10 @@ from daskyard.train.incremental import (
     block_order,
     combine_metrics,
     evaluate_file,
+    load_checkpoint,
     partial_fit_block,
     prepare_stream,
+    save_checkpoint,
 )
 
 # Higher is better for these; the others (log_loss, rmse) are minimised.
@@ -168,8 +173,10 @@ def score_candidate(
 class Candidate:
     id: int
     params: dict[str, Any]
+    store: CheckpointStore
     model: Future | None = None
     blocks: int = 0
+    restarts: int = 0  # times this candidate was restored from its checkpoint
     scores: list[dict[str, Any]] = field(default_factory=list)
     stopped_at_rung: int | None = None
 
@@ -180,6 +187,7 @@ class Candidate:
             "budget_blocks": self.blocks,
             "scores": self.scores,
             "stopped_at_rung": self.stopped_at_rung,
+            "restarts": self.restarts,
         }
 
 
@@ -225,18 +233,32 @@ def search_incremental(
         f"on {len(plan.validation.files)} file(s)",
     )
 
-    candidates = [Candidate(i, params) for i, params in enumerate(sampled)]
-    for candidate in candidates:
-        estimator = build_estimator(
+    run_id = "search-" + stable_hash({"config": resolved(config), "data": plan.fingerprint})
+    checkpoints = join_url(config.checkpoint_url, run_id)
+
+    def fresh(candidate: Candidate) -> BaseEstimator:
+        return build_estimator(
             estimator_cls, {**settings.params, **candidate.params}, settings.estimator
         )
-        candidate.model = client.scatter(estimator)
+
+    candidates = [
+        Candidate(
+            i,
+            params,
+            CheckpointStore(
+                join_url(checkpoints, f"candidate-{i:03d}"), "skops", config.storage_options
+            ),
+        )
+        for i, params in enumerate(sampled)
+    ]
+    for candidate in candidates:
+        candidate.model = client.scatter(fresh(candidate))
     alive = candidates
+    recovery = Recovery(client, config.cluster, stream)
+    rung_run = RungRunner(client, plan, spec, classifier, order, recovery, fresh, stream)
     try:
         for rung, (survivors, budget) in enumerate(schedule):
-            alive = _run_rung(
-                client, alive[:survivors], rung, budget, order, plan, spec, classifier, metric
-            )
+            alive = rung_run(alive[:survivors], rung, budget, metric)
             best = alive[0]
             progress.say(
                 stream,
@@ -248,7 +270,7 @@ def search_incremental(
                     candidate.stopped_at_rung = rung
                     candidate.model = None  # frees the model on the cluster
         winner = alive[0]
-        final = winner.model.result()
+        final = rung_run.fetch(winner)
     except infrastructure_errors() as exc:
         raise _lost(exc) from None
     timings.lap("search")
@@ -267,7 +289,6 @@ def search_incremental(
         "candidates": len(candidates),
         "rows": prepared.rows,
     }
-    run_id = "search-" + stable_hash({"config": resolved(config), "data": plan.fingerprint})
     manifest = {
         "run_id": run_id,
         "kind": "search",
@@ -286,6 +307,8 @@ def search_incremental(
             "schedule": [{"candidates": n, "blocks": b} for n, b in schedule],
             "reduction": settings.reduction,
             "workers": len(client.scheduler_info(n_workers=-1)["workers"]),
+            "checkpoints": checkpoints,
+            "recovery": recovery.summary(),
         },
         "timings": timings.as_dict(),
     }
@@ -312,50 +335,108 @@ def _block_sequence(files: int, blocks: int, seed: int) -> list[int]:
     return sequence[:blocks]
 
 
-def _run_rung(
-    client: Client,
-    candidates: list[Candidate],
-    rung: int,
-    budget: int,
-    order: list[int],
-    plan: Any,
-    spec: BlockSpec,
-    classifier: bool,
-    metric: str,
-) -> list[Candidate]:
-    """Train every candidate up to ``budget`` blocks in parallel; return them best first."""
-    source = plan.train
-    scores = []
-    for candidate in candidates:
-        blocks = [(source.files[i], i) for i in order[candidate.blocks : budget]]
-        candidate.model = client.submit(
+@dataclass
+class RungRunner:
+    """Trains a rung's candidates in parallel; a candidate lost with its worker is
+    restored from its last checkpoint and trained again, alone."""
+
+    client: Client
+    plan: Any
+    spec: BlockSpec
+    classifier: bool
+    order: list[int]
+    recovery: Recovery
+    fresh: Callable[[Candidate], BaseEstimator]
+    stream: TextIO | None
+
+    def __call__(
+        self, candidates: list[Candidate], rung: int, budget: int, metric: str
+    ) -> list[Candidate]:
+        """Every candidate trained up to ``budget`` blocks and scored; best first."""
+        pending = list(candidates)
+        attempt = 0
+        while pending:
+            attempt += 1
+            submitted = [(c, *self._submit(c, budget)) for c in pending]
+            pending = []
+            lost: BaseException | None = None
+            for candidate, scored, saved in submitted:
+                try:
+                    validation = scored.result()
+                    saved.result()
+                except Exception as exc:
+                    if not self.recovery.is_loss(exc):
+                        raise
+                    pending.append(candidate)
+                    lost = exc
+                    continue
+                candidate.blocks = budget
+                candidate.scores.append({"rung": rung, "blocks": budget, "validation": validation})
+            if lost is not None:
+                self.recovery.survive(attempt, lost)  # raises once attempts are used up
+                for candidate in pending:
+                    self._restore(candidate, budget)
+        sign = -1.0 if metric in MAXIMISED else 1.0
+
+        def rank(candidate: Candidate) -> tuple[bool, float]:
+            value = candidate.scores[-1]["validation"].get(metric, float("nan"))
+            return (math.isnan(value), sign * value)  # a diverged (NaN) model ranks last
+
+        return sorted(candidates, key=rank)
+
+    def _submit(self, candidate: Candidate, budget: int) -> tuple[Future, Future]:
+        source = self.plan.train
+        blocks = [(source.files[i], i) for i in self.order[candidate.blocks : budget]]
+        candidate.model = self.client.submit(
             train_rung,
             candidate.model,
             blocks,
             source.format,
             source.storage_options,
-            plan.columns,
-            spec,
+            self.plan.columns,
+            self.spec,
             pure=False,
         )
-        candidate.blocks = budget
-        scores.append(
-            client.submit(
-                score_candidate,
-                candidate.model,
-                plan.validation,
-                plan.columns,
-                spec,
-                classifier,
-                pure=False,
-            )
+        scored = self.client.submit(
+            score_candidate,
+            candidate.model,
+            self.plan.validation,
+            self.plan.columns,
+            self.spec,
+            self.classifier,
+            pure=False,
         )
-    for candidate, validation in zip(candidates, client.gather(scores), strict=True):
-        candidate.scores.append({"rung": rung, "blocks": budget, "validation": validation})
-    sign = -1.0 if metric in MAXIMISED else 1.0
+        # Every rung's model is kept: the next rung of a candidate whose worker dies
+        # starts from here instead of from scratch.
+        saved = self.client.submit(
+            save_checkpoint, candidate.model, candidate.store, budget, pure=False
+        )
+        return scored, saved
 
-    def rank(candidate: Candidate) -> tuple[bool, float]:
-        value = candidate.scores[-1]["validation"].get(metric, float("nan"))
-        return (math.isnan(value), sign * value)  # a diverged (NaN) model ranks last
+    def _restore(self, candidate: Candidate, budget: int) -> None:
+        resumed = candidate.store.latest(
+            load_checkpoint, below=budget + 1, warn=lambda line: progress.say(self.stream, line)
+        )
+        blocks, model = resumed if resumed else (0, self.fresh(candidate))
+        progress.say(
+            self.stream,
+            f"candidate {candidate.id}: restarting from block {blocks} (its last checkpoint)",
+        )
+        candidate.model = self.client.scatter(model)
+        candidate.blocks = blocks
+        candidate.restarts += 1
 
-    return sorted(candidates, key=rank)
+    def fetch(self, candidate: Candidate) -> BaseEstimator:
+        """The trained model; from its checkpoint if its worker is gone by now."""
+        try:
+            return candidate.model.result()
+        except Exception as exc:
+            if not self.recovery.is_loss(exc):
+                raise
+        resumed = candidate.store.latest(load_checkpoint, below=candidate.blocks + 1)
+        if resumed is None or resumed[0] != candidate.blocks:
+            raise InfrastructureError(
+                f"the best candidate's model was lost with its worker and its checkpoint at "
+                f"block {candidate.blocks} is unreadable; rerun the search"
+            )
+        return resumed[1]

@@ -14,9 +14,11 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import skops.io as sio
 import xgboost
@@ -60,22 +62,62 @@ def worker_pids(address: str) -> dict[str, int]:
         return client.run(os.getpid)
 
 
+def model_holder() -> Callable[[Any], str | None]:
+    """Finds the worker holding the model that the running ``fit_block`` step needs.
+
+    Losing it breaks the chain of models for sure; losing only blocks would be
+    recomputed by dask on its own, and nothing would need a checkpoint. (Nested,
+    so that it is pickled by value: the scheduler cannot import the tests.)
+    """
+
+    def find(dask_scheduler: Any) -> str | None:
+        for task in dask_scheduler.tasks.values():
+            if str(task.key).startswith("fit_block") and task.state == "processing":
+                for dependency in task.dependencies:
+                    if not str(dependency.key).startswith("read_partition") and (
+                        dependency.who_has
+                    ):
+                        return next(iter(dependency.who_has)).address
+        return None
+
+    return find
+
+
 class WorkerKiller(threading.Thread):
     """SIGKILLs one worker process once ``pattern`` matches under ``folder``."""
 
-    def __init__(self, address: str, folder: Path, pattern: str, timeout: float = 240) -> None:
+    def __init__(
+        self,
+        address: str,
+        folder: Path,
+        pattern: str,
+        choose: Callable[[Any], str | None] | None = None,
+        timeout: float = 240,
+    ) -> None:
         super().__init__(daemon=True)
-        self.folder, self.pattern, self.timeout = folder, pattern, timeout
-        self.victim = sorted(worker_pids(address).items())[-1]
+        self.address, self.folder, self.pattern = address, folder, pattern
+        self.choose, self.timeout = choose, timeout
+        self.pids = worker_pids(address)
         self.killed_at: float | None = None
+
+    def victim(self) -> int | None:
+        if self.choose is None:
+            return sorted(self.pids.items())[-1][1]
+        from distributed import Client
+
+        with Client(self.address, timeout=30) as client:
+            address = client.run_on_scheduler(self.choose)
+        return self.pids.get(address) if address else None
 
     def run(self) -> None:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if list(self.folder.glob(self.pattern)):
-                os.kill(self.victim[1], signal.SIGKILL)
-                self.killed_at = time.monotonic()
-                return
+                pid = self.victim()
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed_at = time.monotonic()
+                    return
             time.sleep(0.02)
 
 
@@ -168,4 +210,122 @@ def test_worker_loss_beyond_max_attempts_exits_75(
     rerun = run_cli("train", "xgboost", "--config", str(config), "--scheduler", cluster.address)
     assert rerun.returncode == 0, rerun.stderr
     assert "from checkpoint at round" in rerun.stdout
-    assert sio is not None
+
+
+def load_pipeline(path: Path) -> Any:
+    return sio.load(path, trusted=sio.get_untrusted_types(file=path))
+
+
+SGD = {
+    "estimator": "sklearn.linear_model.SGDClassifier",
+    "params": {"loss": "log_loss", "alpha": 1e-4, "random_state": 0},
+}
+
+
+def incremental_config(path: Path, data: Path, output: Path) -> Path:
+    return write_config(
+        path,
+        {
+            "data": {"train": str(data), "target": "label"},
+            "output": str(output),
+            "incremental": {**SGD, "epochs": 10, "checkpoint_every": 10, "progress_every": 40},
+        },
+    )
+
+
+def test_incremental_survives_a_killed_worker_and_sees_every_block(
+    fault_dataset: Path, cluster: ProcessCluster, tmp_path: Path
+) -> None:
+    calm = train(
+        "train",
+        "incremental",
+        config=incremental_config(tmp_path / "calm.yaml", fault_dataset, tmp_path / "calm"),
+        cluster=cluster,
+    )
+    assert calm.returncode == 0, calm.stderr
+
+    out = tmp_path / "faulty"
+    killer = WorkerKiller(
+        cluster.address,
+        out / "checkpoints",
+        f"*/step-000020.skops{MANIFEST_SUFFIX}",
+        model_holder(),
+    )
+    killer.start()
+    faulty = train(
+        "train",
+        "incremental",
+        config=incremental_config(tmp_path / "faulty.yaml", fault_dataset, out),
+        cluster=cluster,
+    )
+    killer.join()
+    assert killer.killed_at is not None, "training ended before a worker could be killed"
+    assert faulty.returncode == 0, faulty.stderr
+    assert "lost a worker" in faulty.stdout and "from checkpoint at block" in faulty.stdout
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["recovery"]["attempts"] == 2
+    assert manifest["training"]["last_attempt_from_block"] >= 20
+    assert json.loads((out / "metrics.json").read_text())["blocks_seen"] == 120
+    # Same blocks in the same order from the same checkpointed state: the very same model.
+    model = load_pipeline(out / "model.skops")[-1]
+    calm_model = load_pipeline(tmp_path / "calm" / "model.skops")[-1]
+    rows = json.loads((out / "metrics.json").read_text())["rows"]["train"]
+    assert model.t_ == calm_model.t_ == 1 + 10 * rows  # every row of every epoch, once
+    np.testing.assert_allclose(model.coef_, calm_model.coef_, rtol=1e-9)
+
+
+def search_config(path: Path, data: Path, output: Path) -> Path:
+    return write_config(
+        path,
+        {
+            "data": {"train": str(data), "target": "label"},
+            "output": str(output),
+            "search": {
+                **SGD,
+                "space": {"alpha": "loguniform:1e-6:1e-1", "penalty": "choice:l2,l1"},
+                "candidates": 9,
+                "max_blocks": 30,
+            },
+        },
+    )
+
+
+def test_search_restarts_lost_candidates_from_their_checkpoints(
+    fault_dataset: Path, cluster: ProcessCluster, tmp_path: Path
+) -> None:
+    calm = train(
+        "search",
+        "incremental",
+        config=search_config(tmp_path / "calm.yaml", fault_dataset, tmp_path / "calm"),
+        cluster=cluster,
+    )
+    assert calm.returncode == 0, calm.stderr
+
+    out = tmp_path / "faulty"
+    # Once the first rung's models are checkpointed, and live on both workers.
+    killer = WorkerKiller(
+        cluster.address, out / "checkpoints", f"*/candidate-*/step-000004.skops{MANIFEST_SUFFIX}"
+    )
+    killer.start()
+    faulty = train(
+        "search",
+        "incremental",
+        config=search_config(tmp_path / "faulty.yaml", fault_dataset, out),
+        cluster=cluster,
+    )
+    killer.join()
+    assert killer.killed_at is not None, "the search ended before a worker could be killed"
+    assert faulty.returncode == 0, faulty.stderr
+    assert "restarting from block" in faulty.stdout
+
+    results = json.loads((out / "results.json").read_text())["candidates"]
+    calm_results = json.loads((tmp_path / "calm" / "results.json").read_text())["candidates"]
+    assert sum(c["restarts"] for c in results) >= 1
+    # Every candidate got the budget of every rung it reached, with the same scores.
+    for candidate, twin in zip(results, calm_results, strict=True):
+        assert candidate["budget_blocks"] == twin["budget_blocks"]
+        assert candidate["scores"] == twin["scores"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    calm_metrics = json.loads((tmp_path / "calm" / "metrics.json").read_text())
+    assert metrics["best_params"] == calm_metrics["best_params"]

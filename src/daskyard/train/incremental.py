@@ -31,6 +31,7 @@ from daskyard.config import IncrementalJobConfig, JobConfig, resolved
 from daskyard.data import SPLIT_COLUMN, ColumnPlan, DataPlan, check_rows, plan_data, read_partition
 from daskyard.errors import ConfigError, DataError, InfrastructureError
 from daskyard.estimators import build_estimator, is_linear_model, resolve_estimator
+from daskyard.recovery import Recovery
 
 AUC_BINS = 1 << 14  # score histogram resolution for the per-partition AUC
 MAX_CLASSES = 1000  # more distinct labels than this is a continuous target, not classes
@@ -361,23 +362,36 @@ def train_incremental(
     store = CheckpointStore(
         join_url(config.checkpoint_url, run_id), "skops", config.storage_options
     )
-    resumed = store.latest(load_checkpoint, below=total)
-    start = 0
-    if resumed:
-        start, estimator = resumed
-        progress.say(stream, f"resuming run {run_id} from checkpoint at block {start}")
+    first_start: int | None = None
 
-    try:
-        model = _stream(
-            client, plan, spec, estimator, store, start, total, settings, config.data.seed, stream
+    def attempt(number: int) -> tuple[BaseEstimator, list[dict], int]:
+        """Stream from the newest trusted checkpoint (or the start), then evaluate."""
+        nonlocal first_start
+        if number > 1:
+            timings.lap("lost_attempts")
+        resumed = store.latest(
+            load_checkpoint, below=total, warn=lambda line: progress.say(stream, line)
+        )
+        start, model = resumed if resumed else (0, estimator)
+        if first_start is None:
+            first_start = start
+        if resumed:
+            progress.say(stream, f"resuming run {run_id} from checkpoint at block {start}")
+        fitted = _stream(
+            client, plan, spec, model, store, start, total, settings, config.data.seed, stream
         )
         timings.lap("train")
-        parts = _evaluate(client, plan, model, spec)
-        final = model.result()
+        parts = _evaluate(client, plan, fitted, spec)
+        final = fitted.result()
+        timings.lap("evaluate")
+        return final, parts, start
+
+    recovery = Recovery(client, config.cluster, stream)
+    try:
+        final, parts, start = recovery.run(attempt)
     except infrastructure_errors() as exc:
         raise _lost(exc) from None
     validation = combine_metrics(parts, classifier)
-    timings.lap("evaluate")
 
     pipeline = Pipeline([("scale", scaler), ("model", final)]) if scaler is not None else final
     metrics = {
@@ -412,7 +426,9 @@ def train_incremental(
             "params": final.get_params(deep=False),
             "blocks": len(files),
             "blocks_seen": total,
-            "resumed_from_block": start,
+            "resumed_from_block": first_start,
+            "last_attempt_from_block": start,
+            "recovery": recovery.summary(),
             "scaling": scaler is not None,
             "workers": len(client.scheduler_info(n_workers=-1)["workers"]),
             "checkpoints": store.url,
@@ -491,6 +507,8 @@ def _stream(
         del block
         if previous is not None:
             wait(previous)  # bounds the pipeline: one fit queued behind the running one
+            if previous.status == "error":
+                previous.result()  # raises the step's error now, not after the whole stream
         previous = model
         seen = step + 1
         if seen % settings.checkpoint_every == 0 and seen < total:
