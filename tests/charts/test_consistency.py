@@ -348,3 +348,23 @@ def test_kustomize_base_namespace_is_left_to_the_user() -> None:
     for overlay in OVERLAYS:
         for doc in kustomize(overlay):
             assert "namespace" not in doc["metadata"], (overlay, doc["metadata"]["name"])
+
+
+def test_the_scheduler_policy_opens_every_tracker_port_the_job_may_take(renderer: Renderer) -> None:
+    """A retried XGBoost attempt takes the next port of tracker_port..+tracker_ports-1."""
+    import daskyard.config
+
+    policy = next(
+        d
+        for d in renderer.render("helm3", "default").docs
+        if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-scheduler")
+    )
+    ranges = [
+        (p["port"], p.get("endPort", p["port"]))
+        for rule in policy["spec"]["ingress"]
+        for p in rule.get("ports", [])
+        if p["port"] == daskyard.config.DEFAULT_TRACKER_PORT
+    ]
+    defaults = daskyard.config.XGBoostConfig()
+    first = daskyard.config.DEFAULT_TRACKER_PORT
+    assert ranges == [(first, first + defaults.tracker_ports - 1)]

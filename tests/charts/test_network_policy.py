@@ -59,6 +59,14 @@ def peer_allows(peer: dict[str, Any], policy_ns: str, source: Pod) -> bool:
     return "podSelector" not in peer or matches(peer["podSelector"], source.labels)
 
 
+def _covers(rule_port: dict[str, Any], port: int) -> bool:
+    """A rule's port: any (no port), one port, or ``port``..``endPort``."""
+    first = rule_port.get("port")
+    if first is None:
+        return True
+    return first <= port <= rule_port.get("endPort", first)
+
+
 def allowed(policies: list[dict[str, Any]], target: Pod, source: Pod, port: int) -> bool:
     selecting = [
         p
@@ -76,7 +84,7 @@ def allowed(policies: list[dict[str, Any]], target: Pod, source: Pod, port: int)
             if peers is not None and not any(peer_allows(p, ns, source) for p in peers):
                 continue
             ports = rule.get("ports")
-            if ports is None or any(p.get("port") in (None, port) for p in ports):
+            if ports is None or any(_covers(p, port) for p in ports):
                 return True
     return False
 
@@ -115,6 +123,8 @@ def policies_of(renderer: Renderer, scenario: str) -> list[dict[str, Any]]:
 SCHEDULER_MATRIX = [
     (WORKER, 8786, True),
     (WORKER, 8788, True),
+    (WORKER, 8791, True),  # the last of the trackers' ports
+    (WORKER, 8792, False),
     (GPU_WORKER, 8788, True),
     (WORKER, 8787, False),
     (JOB, 8786, True),

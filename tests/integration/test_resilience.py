@@ -329,3 +329,50 @@ def test_search_restarts_lost_candidates_from_their_checkpoints(
     metrics = json.loads((out / "metrics.json").read_text())
     calm_metrics = json.loads((tmp_path / "calm" / "metrics.json").read_text())
     assert metrics["best_params"] == calm_metrics["best_params"]
+
+
+class WorkerCounter(threading.Thread):
+    """Samples the number of workers every 50 ms until stopped."""
+
+    def __init__(self, cluster: Any) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.counts = cluster, []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.counts.append(len(self.cluster.scheduler_info["workers"]))
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "search"])
+def test_training_completes_while_an_adaptive_cluster_scales_up_and_down(
+    kind: str, fault_dataset: Path, tmp_path: Path
+) -> None:
+    """distributed's Adaptive asks the scheduler's ``adaptive_target``, as the operator's
+    DaskAutoscaler does through /api/v1/adaptive_target, and retires workers the same way."""
+    from daskyard.cluster import embedded_cluster
+
+    make = {"xgboost": xgboost_config, "search": search_config}[kind]
+    config = make(tmp_path / "job.yaml", fault_dataset, tmp_path / "o")
+    with embedded_cluster(1) as cluster:
+        cluster.adapt(minimum=1, maximum=4, interval="100ms", wait_count=3, target_duration="0.1s")
+        counter = WorkerCounter(cluster)
+        counter.start()
+        args = ("train", "xgboost") if kind == "xgboost" else ("search", "incremental")
+        result = subprocess.run(
+            [DASKYARD, *args, "--config", str(config), "--scheduler", cluster.scheduler_address],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        counter.done.set()
+        counter.join()
+    assert result.returncode == 0, result.stderr
+    counts = counter.counts
+    peak = counts.index(max(counts))
+    assert max(counts) >= 2, f"the cluster never scaled up: {sorted(set(counts))}"
+    assert min(counts[peak:]) < max(counts), f"the cluster never scaled down: {counts[peak:]}"
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    section = manifest.get("training") or manifest["search"]
+    assert section["recovery"]["attempts"] <= 3
