@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -116,3 +117,60 @@ def test_worker_on_another_version_stops_the_job_with_a_table(small_dataset, tmp
     assert not (tmp_path / "o").exists()
     assert doctor.returncode == 2
     assert "0.0.1  <- mismatch" in doctor.stdout
+
+
+def test_s3_resume_trusts_only_checkpoints_matching_their_manifest(
+    dask_cluster, s3_server, tmp_path
+):
+    """A job killed mid-write or bytes altered later: the rerun skips them, says so,
+    and resumes from the newest checkpoint that matches its sha256."""
+    fs = s3_server.filesystem()
+    local = write_files(classification_frame(10_000), tmp_path / "train", files=3)
+    prefix = f"{s3_server.bucket}/datasets/resume"
+    fs.put(str(local) + "/", prefix + "/", recursive=True)
+    output = f"s3://{s3_server.bucket}/runs/resume"
+    config = write_config(
+        tmp_path / "job.yaml",
+        {
+            "data": {"train": f"s3://{prefix}/", "target": "label"},
+            "output": output,
+            "storage_options": s3_server.storage_options,
+            "xgboost": {
+                "rounds": 25,
+                "checkpoint_every": 5,
+                "params": {"objective": "binary:logistic"},
+            },
+        },
+    )
+    args = ("train", "xgboost", "--config", str(config), "--scheduler", dask_cluster.address)
+    assert run_cli(*args).returncode == 0
+    run = output.removeprefix("s3://")
+    (folder,) = fs.glob(f"{run}/checkpoints/*")
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(folder)) == [
+        "step-000015.ubj",
+        "step-000015.ubj.manifest.json",
+        "step-000020.ubj",
+        "step-000020.ubj.manifest.json",
+    ]
+    # Round 20's bytes replaced by another valid booster: it loads, but is not what was saved.
+    fs.pipe(f"{folder}/step-000020.ubj", fs.cat(f"{folder}/step-000015.ubj"))
+    # A later checkpoint whose writer died before its manifest.
+    fs.pipe(f"{folder}/step-000024.ubj", fs.cat(f"{folder}/step-000015.ubj")[:100])
+    for name in ("model.ubj", "metrics.json", "manifest.json"):
+        fs.rm(f"{run}/{name}")
+
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "ignoring checkpoint at step 24: step-000024.ubj has no manifest" in rerun.stdout
+    assert (
+        "ignoring checkpoint at step 20: step-000020.ubj does not match the sha256 in its manifest"
+        in rerun.stdout
+    )
+    assert "from checkpoint at round 15" in rerun.stdout
+    manifest = json.loads(fs.cat(f"{run}/manifest.json"))
+    assert manifest["training"]["resumed_from_round"] == 15
+    assert manifest["training"]["rounds"] == 25
+    assert (
+        manifest["files"]["model.ubj"]["sha256"]
+        == hashlib.sha256(fs.cat(f"{run}/model.ubj")).hexdigest()
+    )
