@@ -107,7 +107,9 @@ class Recovery:
             return False
         try:
             self.client.sync(
-                self.client.scheduler.identity, n_workers=0, callback_timeout=_timeout(self.config)
+                self.client.scheduler.identity,
+                n_workers=0,
+                callback_timeout=float(self.config.connect_timeout),
             )
         except Exception:
             return False
@@ -130,7 +132,3 @@ class Recovery:
 
     def summary(self) -> dict[str, Any]:
         return {"attempts": len(self.faults) + 1, "faults": list(self.faults)}
-
-
-def _timeout(config: ClusterConfig) -> float:
-    return float(config.connect_timeout)

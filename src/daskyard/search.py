@@ -174,7 +174,7 @@ class Candidate:
     id: int
     params: dict[str, Any]
     store: CheckpointStore
-    model: Future | None = None
+    model: Future | BaseEstimator | None = None  # an estimator until its first task
     blocks: int = 0
     restarts: int = 0  # times this candidate was restored from its checkpoint
     scores: list[dict[str, Any]] = field(default_factory=list)
@@ -252,7 +252,9 @@ def search_incremental(
         for i, params in enumerate(sampled)
     ]
     for candidate in candidates:
-        candidate.model = client.scatter(fresh(candidate))
+        # Not scattered: inside the first task, the estimator survives any worker's loss
+        # (and a scatter to a worker being retired fails outright).
+        candidate.model = fresh(candidate)
     alive = candidates
     recovery = Recovery(client, config.cluster, stream)
     rung_run = RungRunner(client, plan, spec, classifier, order, recovery, fresh, stream)
@@ -354,9 +356,7 @@ class RungRunner:
     ) -> list[Candidate]:
         """Every candidate trained up to ``budget`` blocks and scored; best first."""
         pending = list(candidates)
-        attempt = 0
         while pending:
-            attempt += 1
             submitted = [(c, *self._submit(c, budget)) for c in pending]
             pending = []
             lost: BaseException | None = None
@@ -373,7 +373,8 @@ class RungRunner:
                 candidate.blocks = budget
                 candidate.scores.append({"rung": rung, "blocks": budget, "validation": validation})
             if lost is not None:
-                self.recovery.survive(attempt, lost)  # raises once attempts are used up
+                # Attempts count across the whole search, as in the other trainers.
+                self.recovery.survive(len(self.recovery.faults) + 1, lost)
                 for candidate in pending:
                     self._restore(candidate, budget)
         sign = -1.0 if metric in MAXIMISED else 1.0
@@ -422,7 +423,7 @@ class RungRunner:
             self.stream,
             f"candidate {candidate.id}: restarting from block {blocks} (its last checkpoint)",
         )
-        candidate.model = self.client.scatter(model)
+        candidate.model = model
         candidate.blocks = blocks
         candidate.restarts += 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 from tests.conftest import (
     DASKYARD,
     classification_frame,
+    free_port,
     kill_after_checkpoint,
     run_cli,
     write_config,
@@ -277,3 +279,58 @@ def test_declared_categorical_feature_trains_with_one_category_set(dask_cluster,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["validation"]["auc"] > 0.99
+
+
+def bound_ports(count: int) -> tuple[int, list[socket.socket]]:
+    """``count`` consecutive loopback ports, bound (as a stale tracker holds its port)."""
+    for _ in range(50):
+        first = free_port()
+        held: list[socket.socket] = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first, held
+        except OSError:
+            for sock in held:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+@pytest.mark.parametrize("taken", [1, 2])
+def test_tracker_takes_the_next_declared_port_or_says_why_it_cannot(
+    taken, dask_cluster, small_dataset, tmp_path
+):
+    """Ports held by stale trackers (dmlc/xgboost#7959) are skipped; when the whole
+    range is held, the job says so and lets XGBoost take any port."""
+    first, held = bound_ports(taken)
+    try:
+        config = write_config(
+            tmp_path / "job.yaml",
+            {
+                "data": {"train": str(small_dataset), "target": "label"},
+                "output": str(tmp_path / "o"),
+                "xgboost": {
+                    "rounds": 5,
+                    "tracker_port": first,
+                    "tracker_ports": 2,
+                    "params": {"objective": "binary:logistic"},
+                },
+            },
+        )
+        result = run_cli(
+            "train", "xgboost", "--config", str(config), "--scheduler", dask_cluster.address
+        )
+    finally:
+        for sock in held:
+            sock.close()
+    assert result.returncode == 0, result.stderr
+    tracker = json.loads((tmp_path / "o" / "manifest.json").read_text())["training"]["tracker"]
+    warning = f"warning: every XGBoost tracker port {first}-{first + 1} on the scheduler"
+    if taken == 1:
+        assert tracker == f"127.0.0.1:{first + 1}"
+        assert warning not in result.stdout
+    else:
+        assert tracker == "127.0.0.1:0"  # XGBoost's choice
+        assert warning in result.stdout

@@ -492,7 +492,9 @@ def _stream(
             pure=False,
         )
 
-    model = client.scatter(estimator)
+    # The starting model goes into the first task rather than being scattered: a task
+    # can be recomputed after its worker is lost, scattered data cannot.
+    model: Future | BaseEstimator = estimator
     loads: deque[Future] = deque()
     next_load = start
     previous: Future | None = None

@@ -144,14 +144,14 @@ def run_identity(config: XGBoostJobConfig, data_fingerprint: str) -> str:
 
 
 def _collective_config(
-    client: Client, config: XGBoostJobConfig, embedded: bool
+    client: Client, config: XGBoostJobConfig, embedded: bool, stream: TextIO | None
 ) -> collective.Config:
     host = config.xgboost.tracker_host or scheduler_host(client)
     port = config.xgboost.tracker_port
     if port is None:
         port = 0 if embedded else DEFAULT_TRACKER_PORT
     if port:
-        port = _free_tracker_port(client, host, port, config.xgboost.tracker_ports)
+        port = _free_tracker_port(client, host, port, config.xgboost.tracker_ports, stream)
     return collective.Config(tracker_host_ip=host, tracker_port=port, retry=3, timeout=600)
 
 
@@ -164,21 +164,26 @@ def _port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _free_tracker_port(client: Client, host: str, first: int, count: int) -> int:
+def _free_tracker_port(
+    client: Client, host: str, first: int, count: int, stream: TextIO | None
+) -> int:
     """The first port of the declared range that the scheduler can bind right now.
 
-    Checked on the scheduler, where the tracker runs: left to itself, XGBoost would
-    fall back to a random port there, which the NetworkPolicy does not open.
+    Checked on the scheduler, where the tracker runs. When every one is taken,
+    0 lets XGBoost pick any port: fine without a NetworkPolicy, and where one
+    blocks it, the line said here explains the failure that follows.
     """
     ports = range(first, min(first + count, 65536))
     for port in ports:
         if client.run_on_scheduler(_port_is_free, host, port):
             return port
-    raise InfrastructureError(
-        f"every XGBoost tracker port {first}-{ports[-1]} on the scheduler ({host}) is taken, "
-        "most likely by trackers of trainings that lost a worker (dmlc/xgboost#7959); "
-        "restart the scheduler pod, or widen xgboost.tracker_ports and the NetworkPolicy"
+    progress.say(
+        stream,
+        f"warning: every XGBoost tracker port {first}-{ports[-1]} on the scheduler ({host}) is "
+        "taken, most likely by trackers of trainings that failed (dmlc/xgboost#7959); using "
+        "a random port, which a NetworkPolicy may block: restart the scheduler pod to free them",
     )
+    return 0
 
 
 def _is_lost_peer(exc: BaseException) -> bool:
@@ -252,7 +257,7 @@ def train_xgboost(
             first_start = start_round
         if resumed:
             progress.say(stream, f"resuming run {run_id} from checkpoint at round {start_round}")
-        coll_cfg = _collective_config(client, config, embedded)
+        coll_cfg = _collective_config(client, config, embedded, stream)
         # Rebuilt every attempt: partitions held by a lost worker are recomputed by
         # dask on the workers that remain, and the new matrix is spread over them.
         dtrain = dxgb.DaskQuantileDMatrix(client, train_x, train_y, enable_categorical=categorical)
