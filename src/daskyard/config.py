@@ -82,9 +82,11 @@ class XGBoostConfig(StrictModel):
     # NetworkPolicy opens), any free port on an embedded cluster.
     tracker_port: int | None = Field(None, ge=0, le=65535)
     tracker_host: str | None = Field(None, description="default: the scheduler's own address")
-    # A tracker whose training lost a worker never exits (dmlc/xgboost#7959) and keeps
-    # its port, so each attempt takes the first free port of this declared range.
-    tracker_ports: int = Field(4, ge=1, le=64, description="ports from tracker_port on")
+    # Each training takes the first free port of this declared range: a tracker's port
+    # stays busy about 60 s after its training (TIME_WAIT; XGBoost sets no SO_REUSEADDR),
+    # and for good when the training lost a worker (its tracker never exits,
+    # dmlc/xgboost#7959).
+    tracker_ports: int = Field(16, ge=1, le=64, description="ports from tracker_port on")
 
     @model_validator(mode="after")
     def _tree_method_is_hist(self) -> XGBoostConfig:

@@ -123,8 +123,8 @@ def policies_of(renderer: Renderer, scenario: str) -> list[dict[str, Any]]:
 SCHEDULER_MATRIX = [
     (WORKER, 8786, True),
     (WORKER, 8788, True),
-    (WORKER, 8791, True),  # the last of the trackers' ports
-    (WORKER, 8792, False),
+    (WORKER, 8803, True),  # the last of the trackers' ports
+    (WORKER, 8804, False),
     (GPU_WORKER, 8788, True),
     (WORKER, 8787, False),
     (JOB, 8786, True),

@@ -6,12 +6,13 @@ agree on them. 8786 is hard-coded by the operator in DASK_SCHEDULER_ADDRESS.
 {{- define "daskyard.port.http" -}}8787{{- end }}
 {{- define "daskyard.port.tracker" -}}8788{{- end }}
 {{/*
-XGBoost's trackers take the first free port of 8788-8791 (the job's
-xgboost.tracker_ports, 4 by default): a tracker whose training lost a worker
-never exits and keeps its port (dmlc/xgboost#7959), so a retried attempt needs
-the next one.
+XGBoost's trackers take the first free port of 8788-8803 (the job's
+xgboost.tracker_ports, 16 by default): a tracker's port stays busy about 60 s
+after its training (TIME_WAIT), and for good when the training lost a worker
+(its tracker never exits, dmlc/xgboost#7959), so the next training or retried
+attempt needs the next one.
 */}}
-{{- define "daskyard.port.trackerEnd" -}}8791{{- end }}
+{{- define "daskyard.port.trackerEnd" -}}8803{{- end }}
 
 {{/*
 Chart name, truncated to 63 characters (a DNS label).

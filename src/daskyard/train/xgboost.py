@@ -180,8 +180,9 @@ def _free_tracker_port(
     progress.say(
         stream,
         f"warning: every XGBoost tracker port {first}-{ports[-1]} on the scheduler ({host}) is "
-        "taken, most likely by trackers of trainings that failed (dmlc/xgboost#7959); using "
-        "a random port, which a NetworkPolicy may block: restart the scheduler pod to free them",
+        "taken, by trainings of the last minute (a port stays busy about 60 s) or by trackers "
+        "of trainings that failed (dmlc/xgboost#7959); using a random port, which a "
+        "NetworkPolicy may block: widen xgboost.tracker_ports, or restart the scheduler pod",
     )
     return 0
 
