@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -372,10 +373,8 @@ def plan_columns(
     )
 
 
-def _frame_from_source(
-    source: DataSource, plan: ColumnPlan, split: tuple[int, float] | None
-) -> dd.DataFrame:
-    meta = prepare_partition(
+def _meta(source: DataSource, plan: ColumnPlan, split: tuple[int, float] | None) -> pd.DataFrame:
+    return prepare_partition(
         pd.DataFrame(
             {c: pd.Series(dtype=plan.file_dtypes[c]) for c in [*plan.features, plan.target]}
         ),
@@ -384,6 +383,12 @@ def _frame_from_source(
         plan,
         split,
     )
+
+
+def _frame_from_source(
+    source: DataSource, plan: ColumnPlan, split: tuple[int, float] | None
+) -> dd.DataFrame:
+    meta = _meta(source, plan, split)
     return dd.from_map(
         read_partition,
         list(source.files),
@@ -468,8 +473,8 @@ def load_training_data(
     plan = plan_data(client, data, storage_options, numeric_target)
     columns = plan.columns
     if plan.validation is not None:
-        train = plan.frame(plan.train).persist()
-        validation = plan.frame(plan.validation).persist()
+        train = _persist_spread(client, plan.train, columns, None)
+        validation = _persist_spread(client, plan.validation, columns, None)
         train_stats = _stats(train, columns)
         valid_stats = _stats(validation, columns)
         rows = {
@@ -478,7 +483,7 @@ def load_training_data(
         }
         stats = pd.concat([train_stats, valid_stats])
     else:
-        frame = plan.frame(plan.train, plan.split).persist()
+        frame = _persist_spread(client, plan.train, columns, plan.split)
         stats = _stats(frame, columns)
         total = int(stats["rows"].sum())
         held_out = int(stats["validation_rows"].sum())
@@ -502,6 +507,38 @@ def load_training_data(
         rows=rows,
         label_summary=labels,
     )
+
+
+def _persist_spread(
+    client: Client, source: DataSource, plan: ColumnPlan, split: tuple[int, float] | None
+) -> dd.DataFrame:
+    """Read every file on a worker chosen in turn, in proportion to its threads.
+
+    Left to the scheduler, the partitions land wherever a thread is free first
+    (10 and 6 of 16 files on two workers was common): XGBoost waits for the
+    busiest worker every round, so an uneven spread costs every round.
+    """
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    slots = [address for address, w in sorted(info.items()) for _ in range(w.get("nthreads", 1))]
+    if len(info) < 2:
+        return _frame_from_source(source, plan, split).persist()
+    futures = [
+        client.submit(
+            read_partition,
+            url,
+            index,
+            source.format,
+            source.storage_options,
+            plan,
+            split,
+            workers=[slots[index % len(slots)]],
+            allow_other_workers=True,  # a worker that left does not stall the read
+            pure=False,
+            key=f"daskyard-read-{uuid.uuid4().hex}-{index}",
+        )
+        for index, url in enumerate(source.files)
+    ]
+    return dd.from_delayed(futures, meta=_meta(source, plan, split), verify_meta=False)
 
 
 def check_rows(rows: dict[str, int], plan: DataPlan, data: DataConfig) -> None:
