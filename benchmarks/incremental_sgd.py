@@ -149,7 +149,7 @@ def run(options: Options) -> BenchmarkResult:
             baseline=plain,
         ),
         Check(
-            "|accuracy daskyard - plain|",
+            "accuracy gap: daskyard vs plain",
             abs(result.scores["accuracy_daskyard"] - result.scores["accuracy_plain"]),
             TARGET_ACCURACY,
             measured=result.scores["accuracy_daskyard"],
@@ -171,7 +171,7 @@ def run(options: Options) -> BenchmarkResult:
             ),
             Check("dask-ml / plain loop time", theirs / plain, measured=theirs, baseline=plain),
             Check(
-                "|accuracy dask-ml - plain|",
+                "accuracy gap: dask-ml vs plain",
                 abs(result.scores["accuracy_dask_ml"] - result.scores["accuracy_plain"]),
                 TARGET_ACCURACY,
                 measured=result.scores["accuracy_dask_ml"],

@@ -168,3 +168,29 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    """The JSON file's checks as a Markdown table (for RESULTS.md)."""
+    lines = [
+        "| benchmark | check | measured | baseline | value | target | result |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for result in payload["results"]:
+        if result["error"]:
+            lines.append(f"| {result['name']} | ERROR | | | | | {result['error'][:80]} |")
+            continue
+        for c in result["checks"]:
+            check = Check(**{k: v for k, v in c.items() if k != "passed"})
+            value = _fmt(check.value, check.unit) + {"x": "x", "s": " s"}.get(check.unit, "")
+            target = "-" if check.target is None else f"{check.op} {_fmt(check.target, check.unit)}"
+            verdict = {True: "pass", False: "**FAIL**", None: "info"}[check.passed]
+            lines.append(
+                f"| {result['name']} | {check.name} | {_fmt(check.measured, check.raw)} | "
+                f"{_fmt(check.baseline, check.raw)} | {value} | {target} | {verdict} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown(json.loads(Path(sys.argv[1]).read_text())))

@@ -120,7 +120,7 @@ def run(options: Options) -> BenchmarkResult:
             baseline=theirs.seconds,
         ),
         Check(
-            "|accuracy best: daskyard - sequential|",
+            "accuracy gap of the best: daskyard vs sequential",
             abs(
                 result.scores["accuracy_daskyard_best"]
                 - result.scores["accuracy_sequential_same_candidate"]

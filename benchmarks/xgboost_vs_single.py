@@ -205,7 +205,7 @@ def run(options: Options) -> BenchmarkResult:
             baseline=single,
         ),
         Check(
-            "|AUC daskyard - single|",
+            "AUC gap: daskyard vs single",
             abs(result.scores["auc_daskyard"] - result.scores["auc_single"]),
             TARGET_AUC,
             measured=result.scores["auc_daskyard"],
@@ -214,7 +214,7 @@ def run(options: Options) -> BenchmarkResult:
             raw="",
         ),
         Check(
-            "|AUC CLI - single|",
+            "AUC gap: CLI vs single",
             abs(result.scores["auc_daskyard_cli"] - result.scores["auc_single"]),
             TARGET_AUC,
             measured=result.scores["auc_daskyard_cli"],
