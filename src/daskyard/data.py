@@ -229,13 +229,16 @@ def prepare_partition(
             f"(first at row {first}): drop or fill those rows"
         )
     numeric = [c for c in plan.features if c not in plan.categorical]
-    # One float32 matrix, cast and checked in single passes: building the frame column
-    # by column cost more than reading the file, and left one block per column that
-    # every consumer (scaler, partial_fit, XGBoost) had to interleave again.
+    # One float32 block (a row per column, as pandas lays a block out), filled column
+    # by column and checked in one pass: building the frame with a column insert per
+    # feature cost more than reading the file and left a block per column. No copy
+    # of the read frame is made, so a partition's peak is the frame plus its block.
+    values = np.empty((len(numeric), len(frame)), dtype=FEATURE_DTYPE)
     with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: inf, below
-        matrix = frame[numeric].to_numpy(dtype=FEATURE_DTYPE, na_value=np.nan)
-    _check_features(matrix, numeric, frame, url, plan.missing_features_allowed)
-    out = pd.DataFrame(matrix, columns=numeric, index=pd.RangeIndex(len(frame)), copy=False)
+        for row, column in enumerate(numeric):
+            values[row] = frame[column].to_numpy(dtype=FEATURE_DTYPE, na_value=np.nan)
+    _check_features(values, numeric, frame, url, plan.missing_features_allowed)
+    out = pd.DataFrame(values.T, columns=numeric, index=pd.RangeIndex(len(frame)), copy=False)
     if len(numeric) < len(plan.features):
         for column in plan.categorical:
             if column in plan.features:
@@ -260,14 +263,17 @@ def _check_features(
     url: str,
     missing_allowed: bool,
 ) -> None:
-    """The first bad feature column, in column order, names the file, column and row."""
+    """The first bad feature column, in column order, names the file, column and row.
+
+    ``matrix`` holds one row per feature column.
+    """
     if matrix.size == 0:
         return
     # A column's float64 sum is finite exactly when the column holds no inf and no NaN
     # (float32 values cannot overflow it): one pass, no temporary mask of the data.
-    suspects = np.flatnonzero(~np.isfinite(matrix.sum(axis=0, dtype=np.float64)))
+    suspects = np.flatnonzero(~np.isfinite(matrix.sum(axis=1, dtype=np.float64)))
     for index in suspects:
-        values = matrix[:, index]
+        values = matrix[index]
         missing = not missing_allowed and bool(np.isnan(values).any())
         if missing or np.isinf(values).any():
             break
