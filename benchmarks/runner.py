@@ -96,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = args.output or cache / "results.json"
     if args.scale <= 0:
         parser().error("--scale must be positive")
+    if args.repeat is not None and args.repeat < 1:
+        parser().error("--repeat must be at least 1")
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
