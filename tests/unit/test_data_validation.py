@@ -101,6 +101,37 @@ def test_partition_features_become_float32_and_split_is_seeded():
     assert 0.2 < first[SPLIT_COLUMN].mean() < 0.3
 
 
+def test_first_bad_feature_column_is_reported_with_its_first_bad_row():
+    from dataclasses import replace
+
+    frame = pd.DataFrame(
+        {"a": [1.0, np.inf, np.nan], "b": [1.0, 2.0, 1e300], "label": [0, 1, 0]},
+    )
+    strict = replace(
+        plan(schemas=[("f0.parquet", {**SCHEMA, "b": "float64"})]), missing_features_allowed=False
+    )
+    with pytest.raises(
+        DataError, match=r"feature column 'a' in 'x' has missing values \(first at row 2\)"
+    ):
+        prepare_partition(frame, "x", 0, strict, None)
+    with pytest.raises(
+        DataError, match=r"feature column 'a' in 'x' holds an infinite .* row 1: .*inf"
+    ):
+        prepare_partition(frame, "x", 0, replace(strict, missing_features_allowed=True), None)
+    with pytest.raises(DataError, match=r"feature column 'b' .* row 2: .*1e\+300"):
+        prepare_partition(frame.assign(a=1.0), "x", 0, strict, None)
+
+
+def test_missing_feature_values_stay_nan_where_allowed():
+    frame = pd.DataFrame(
+        {"a": [1.0, np.nan], "b": pd.array([1, None], dtype="Int64"), "label": [0, 1]}
+    )
+    out = prepare_partition(frame, "x", 0, plan(), None)
+    assert list(out.columns) == ["a", "b", "label"]
+    assert out[["a", "b"]].dtypes.eq(np.float32).all()
+    assert np.isnan(out.loc[1, "a"]) and np.isnan(out.loc[1, "b"])
+
+
 def test_listing_keeps_data_files_and_skips_markers(tmp_path):
     for name in ("b.parquet", "a.parquet", "_SUCCESS", ".hidden.parquet", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")

@@ -1,0 +1,87 @@
+"""What every benchmark gets from the runner, and the clusters they run on."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from distributed import Client, LocalCluster
+
+WORKERS = 2  # the issue's machine: 2 cores, so 2 workers x 1 thread vs 2 threads
+
+
+@dataclass(frozen=True)
+class Options:
+    smoke: bool
+    scale: float
+    repeat: int
+    cache: Path
+    log: Callable[[str], None] = print
+
+    def rows(self, full: int, smoke: int, minimum: int = 1) -> int:
+        """``full`` rows times ``scale``, or ``smoke`` rows in smoke mode."""
+        return max(minimum, smoke if self.smoke else round(full * self.scale))
+
+    @contextlib.contextmanager
+    def scratch(self, name: str) -> Iterator[Path]:
+        """A temporary folder for a benchmark's outputs, removed afterwards."""
+        root = self.cache / "tmp"
+        root.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _import_all(modules: list[str]) -> None:
+    import importlib
+
+    for module in modules:
+        importlib.import_module(module)
+
+
+@contextlib.contextmanager
+def embedded_client(workers: int = WORKERS, warm: Sequence[str] = ()) -> Iterator[Client]:
+    """daskyard's own embedded cluster (worker processes, one thread each).
+
+    ``warm`` modules are imported on every worker before the client is handed out,
+    so that no contender pays (or is spared) the first import of a library on the
+    workers: that one-off cost is the overhead benchmark's subject, not a ratio's.
+    """
+    from daskyard.cluster import embedded_cluster
+
+    with embedded_cluster(workers) as cluster, Client(cluster) as client:
+        client.wait_for_workers(workers, timeout=60)
+        if warm:
+            client.run(_import_all, list(warm))
+        yield client
+
+
+@contextlib.contextmanager
+def limited_client(workers: int, memory_limit: int) -> Iterator[tuple[LocalCluster, Client]]:
+    """Like daskyard's embedded cluster, with a per-worker memory limit the nannies enforce."""
+    import dask
+
+    from daskyard.cluster import SCHEDULER_HTTP_ROUTES
+
+    with (
+        dask.config.set({"distributed.scheduler.http.routes": SCHEDULER_HTTP_ROUTES}),
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit,
+            dashboard_address="127.0.0.1:0",
+            host="127.0.0.1",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.wait_for_workers(workers, timeout=60)
+        yield cluster, client
