@@ -252,9 +252,7 @@ def search_incremental(
         for i, params in enumerate(sampled)
     ]
     for candidate in candidates:
-        # Not scattered: inside the first task, the estimator survives any worker's loss
-        # (and a scatter to a worker being retired fails outright).
-        candidate.model = fresh(candidate)
+        candidate.model = fresh(candidate)  # scattered with its first rung's task
     alive = candidates
     recovery = Recovery(client, config.cluster, stream)
     rung_run = RungRunner(client, plan, spec, classifier, order, recovery, fresh, stream)
@@ -357,9 +355,15 @@ class RungRunner:
         """Every candidate trained up to ``budget`` blocks and scored; best first."""
         pending = list(candidates)
         while pending:
-            submitted = [(c, *self._submit(c, budget)) for c in pending]
-            pending = []
-            lost: BaseException | None = None
+            submitted, retry, lost = [], [], None
+            for candidate in pending:
+                try:
+                    submitted.append((candidate, *self._submit(candidate, budget)))
+                except Exception as exc:  # its scatter met a worker on its way out
+                    if not self.recovery.is_loss(exc):
+                        raise
+                    retry.append(candidate)
+                    lost = exc
             for candidate, scored, saved in submitted:
                 try:
                     validation = scored.result()
@@ -367,7 +371,7 @@ class RungRunner:
                 except Exception as exc:
                     if not self.recovery.is_loss(exc):
                         raise
-                    pending.append(candidate)
+                    retry.append(candidate)
                     lost = exc
                     continue
                 candidate.blocks = budget
@@ -375,8 +379,9 @@ class RungRunner:
             if lost is not None:
                 # Attempts count across the whole search, as in the other trainers.
                 self.recovery.survive(len(self.recovery.faults) + 1, lost)
-                for candidate in pending:
+                for candidate in retry:
                     self._restore(candidate, budget)
+            pending = retry
         sign = -1.0 if metric in MAXIMISED else 1.0
 
         def rank(candidate: Candidate) -> tuple[bool, float]:
@@ -388,9 +393,15 @@ class RungRunner:
     def _submit(self, candidate: Candidate, budget: int) -> tuple[Future, Future]:
         source = self.plan.train
         blocks = [(source.files[i], i) for i in self.order[candidate.blocks : budget]]
+        model = candidate.model
+        if not isinstance(model, Future):
+            # Scattered, not put into the task: dask would silently replay a lost
+            # candidate's earlier rungs, whereas a lost scattered start surfaces and
+            # the candidate restarts from its checkpoint.
+            model = self.client.scatter(model)
         candidate.model = self.client.submit(
             train_rung,
-            candidate.model,
+            model,
             blocks,
             source.format,
             source.storage_options,

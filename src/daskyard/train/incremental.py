@@ -492,9 +492,10 @@ def _stream(
             pure=False,
         )
 
-    # The starting model goes into the first task rather than being scattered: a task
-    # can be recomputed after its worker is lost, scattered data cannot.
-    model: Future | BaseEstimator = estimator
+    # Scattered, not put into the first task: dask would silently replay a lost chain of
+    # models from the very first block, whereas a lost scattered start surfaces, and the
+    # attempt restarts from the last checkpoint. (A failed scatter is retried the same way.)
+    model = client.scatter(estimator)
     loads: deque[Future] = deque()
     next_load = start
     previous: Future | None = None
