@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -146,3 +147,15 @@ def read_xy(paths: list[Path], features: list[str]) -> tuple[np.ndarray, np.ndar
         xs.append(np.column_stack([table[c].to_numpy() for c in features]))
         ys.append(table[TARGET].to_numpy())
     return np.concatenate(xs) if len(xs) > 1 else xs[0], np.concatenate(ys)
+
+
+def dataset_of(options: Any, size: dict[str, Any]) -> Dataset:
+    """The cached data set that a benchmark's ``sizes(options)`` describe."""
+    return dataset(
+        options.cache,
+        size["rows"],
+        size["files"],
+        size["valid_rows"],
+        size.get("valid_files", 1),
+        log=options.log,
+    )

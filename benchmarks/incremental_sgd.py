@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import WORKERS, Options, embedded_client
-from benchmarks.datasets import TARGET, Dataset, dataset, read_xy
+from benchmarks.datasets import TARGET, Dataset, dataset_of, read_xy
 from benchmarks.measure import alternate, best
 from benchmarks.report import BenchmarkResult, Check
 
@@ -109,14 +109,7 @@ def run(options: Options) -> BenchmarkResult:
     from daskyard.train.incremental import train_incremental
 
     size = sizes(options)
-    data = dataset(
-        options.cache,
-        size["rows"],
-        size["files"],
-        size["valid_rows"],
-        size["valid_files"],
-        log=options.log,
-    )
+    data = dataset_of(options, size)
     result = BenchmarkResult(NAME, TITLE, options.smoke, parameters={**size, **PARAMS})
     counter = iter(range(1_000_000))
     phases: list[dict[str, Any]] = []

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Options, limited_client
-from benchmarks.datasets import ROW_BYTES, TARGET, dataset
+from benchmarks.datasets import ROW_BYTES, TARGET, dataset_of
 from benchmarks.measure import timed, watch_workers
 from benchmarks.report import BenchmarkResult, Check
 
@@ -57,14 +57,7 @@ def run(options: Options) -> BenchmarkResult:
     from daskyard.train.incremental import train_incremental
 
     size = sizes(options)
-    data = dataset(
-        options.cache,
-        size["rows"],
-        size["files"],
-        size["valid_rows"],
-        size["valid_files"],
-        log=options.log,
-    )
+    data = dataset_of(options, size)
     total_limit = WORKERS * MEMORY_LIMIT
     result = BenchmarkResult(
         NAME,

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from benchmarks.common import Options, embedded_client
-from benchmarks.datasets import dataset
+from benchmarks.datasets import dataset_of
 from benchmarks.measure import alternate, best, run_cli, timed
 from benchmarks.report import BenchmarkResult, Check
 from benchmarks.xgboost_vs_single import cli_args, train_single
@@ -53,9 +53,7 @@ def cluster_seconds() -> float:
 def run(options: Options) -> BenchmarkResult:
     size = sizes(options)
     repeat = options.repeat if options.smoke or options.repeat > 1 else 3  # cheap: best of 3
-    data = dataset(
-        options.cache, size["rows"], size["files"], size["valid_rows"], 1, log=options.log
-    )
+    data = dataset_of(options, size)
     params = {"objective": "binary:logistic", "max_depth": size["max_depth"], "eta": 0.1}
     rounds = size["rounds"]
     result = BenchmarkResult(

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import Options, embedded_client
-from benchmarks.datasets import TARGET, Dataset, dataset, read_xy
+from benchmarks.datasets import TARGET, Dataset, dataset_of, read_xy
 from benchmarks.measure import timed
 from benchmarks.report import BenchmarkResult, Check
 
@@ -88,9 +88,7 @@ def run(options: Options) -> BenchmarkResult:
     from daskyard.search import search_incremental
 
     size = sizes(options)
-    data = dataset(
-        options.cache, size["rows"], size["files"], size["valid_rows"], 1, log=options.log
-    )
+    data = dataset_of(options, size)
     result = BenchmarkResult(
         NAME, TITLE, options.smoke, parameters={**size, "space": SPACE, **PARAMS}
     )

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import WORKERS, Options, embedded_client
-from benchmarks.datasets import TARGET, Dataset, dataset, read_xy
+from benchmarks.datasets import TARGET, Dataset, dataset_of, read_xy
 from benchmarks.measure import alternate, best, run_cli
 from benchmarks.report import BenchmarkResult, Check
 
@@ -141,14 +141,7 @@ def run(options: Options) -> BenchmarkResult:
     from daskyard.train.xgboost import train_xgboost
 
     size = sizes(options)
-    data = dataset(
-        options.cache,
-        size["rows"],
-        size["files"],
-        size["valid_rows"],
-        size["valid_files"],
-        log=options.log,
-    )
+    data = dataset_of(options, size)
     params, rounds = xgb_params(size), size["rounds"]
     result = BenchmarkResult(NAME, TITLE, options.smoke, parameters={**size, **params})
     counter = iter(range(1_000_000))

@@ -131,6 +131,36 @@ def train(*args: str, config: Path, cluster: ProcessCluster) -> subprocess.Compl
     )
 
 
+def calm_and_faulty(
+    command: tuple[str, str],
+    make_config: Callable[[Path, Path, Path], Path],
+    data: Path,
+    cluster: ProcessCluster,
+    tmp_path: Path,
+    pattern: str,
+    choose: Callable[[Any], str | None] | None = None,
+) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """An uninterrupted run, then the same job with a worker SIGKILLed once ``pattern``
+    appears under its checkpoints; both must succeed. Returns both outputs and the
+    faulty run."""
+    calm = train(
+        *command,
+        config=make_config(tmp_path / "calm.yaml", data, tmp_path / "calm"),
+        cluster=cluster,
+    )
+    assert calm.returncode == 0, calm.stderr
+    out = tmp_path / "faulty"
+    killer = WorkerKiller(cluster.address, out / "checkpoints", pattern, choose)
+    killer.start()
+    faulty = train(
+        *command, config=make_config(tmp_path / "faulty.yaml", data, out), cluster=cluster
+    )
+    killer.join()
+    assert killer.killed_at is not None, "training ended before a worker could be killed"
+    assert faulty.returncode == 0, faulty.stderr
+    return tmp_path / "calm", out, faulty
+
+
 def xgboost_config(path: Path, data: Path, output: Path) -> Path:
     return write_config(
         path,
@@ -150,28 +180,14 @@ def xgboost_config(path: Path, data: Path, output: Path) -> Path:
 def test_xgboost_survives_a_killed_worker_with_all_rounds_and_the_same_auc(
     fault_dataset: Path, cluster: ProcessCluster, tmp_path: Path
 ) -> None:
-    calm = train(
-        "train",
-        "xgboost",
-        config=xgboost_config(tmp_path / "calm.yaml", fault_dataset, tmp_path / "calm"),
-        cluster=cluster,
+    calm_out, out, faulty = calm_and_faulty(
+        ("train", "xgboost"),
+        xgboost_config,
+        fault_dataset,
+        cluster,
+        tmp_path,
+        f"*/step-000030.ubj{MANIFEST_SUFFIX}",
     )
-    assert calm.returncode == 0, calm.stderr
-
-    out = tmp_path / "faulty"
-    killer = WorkerKiller(
-        cluster.address, out / "checkpoints", f"*/step-000030.ubj{MANIFEST_SUFFIX}"
-    )
-    killer.start()
-    faulty = train(
-        "train",
-        "xgboost",
-        config=xgboost_config(tmp_path / "faulty.yaml", fault_dataset, out),
-        cluster=cluster,
-    )
-    killer.join()
-    assert killer.killed_at is not None, "training ended before a worker could be killed"
-    assert faulty.returncode == 0, faulty.stderr
     assert "lost a worker" in faulty.stdout
     assert "resuming run" in faulty.stdout
 
@@ -182,7 +198,7 @@ def test_xgboost_survives_a_killed_worker_with_all_rounds_and_the_same_auc(
     assert xgboost.Booster(model_file=str(out / "model.ubj")).num_boosted_rounds() == 200
 
     auc = json.loads((out / "metrics.json").read_text())["validation"]["auc"]
-    calm_auc = json.loads((tmp_path / "calm" / "metrics.json").read_text())["validation"]["auc"]
+    calm_auc = json.loads((calm_out / "metrics.json").read_text())["validation"]["auc"]
     assert abs(auc - calm_auc) <= 0.005, (auc, calm_auc)
 
 
@@ -236,31 +252,15 @@ def incremental_config(path: Path, data: Path, output: Path) -> Path:
 def test_incremental_survives_a_killed_worker_and_sees_every_block(
     fault_dataset: Path, cluster: ProcessCluster, tmp_path: Path
 ) -> None:
-    calm = train(
-        "train",
-        "incremental",
-        config=incremental_config(tmp_path / "calm.yaml", fault_dataset, tmp_path / "calm"),
-        cluster=cluster,
-    )
-    assert calm.returncode == 0, calm.stderr
-
-    out = tmp_path / "faulty"
-    killer = WorkerKiller(
-        cluster.address,
-        out / "checkpoints",
+    calm_out, out, faulty = calm_and_faulty(
+        ("train", "incremental"),
+        incremental_config,
+        fault_dataset,
+        cluster,
+        tmp_path,
         f"*/step-000020.skops{MANIFEST_SUFFIX}",
         model_holder(),
     )
-    killer.start()
-    faulty = train(
-        "train",
-        "incremental",
-        config=incremental_config(tmp_path / "faulty.yaml", fault_dataset, out),
-        cluster=cluster,
-    )
-    killer.join()
-    assert killer.killed_at is not None, "training ended before a worker could be killed"
-    assert faulty.returncode == 0, faulty.stderr
     assert "lost a worker" in faulty.stdout and "from checkpoint at block" in faulty.stdout
 
     manifest = json.loads((out / "manifest.json").read_text())
@@ -269,7 +269,7 @@ def test_incremental_survives_a_killed_worker_and_sees_every_block(
     assert json.loads((out / "metrics.json").read_text())["blocks_seen"] == 120
     # Same blocks in the same order from the same checkpointed state: the very same model.
     model = load_pipeline(out / "model.skops")[-1]
-    calm_model = load_pipeline(tmp_path / "calm" / "model.skops")[-1]
+    calm_model = load_pipeline(calm_out / "model.skops")[-1]
     rows = json.loads((out / "metrics.json").read_text())["rows"]["train"]
     assert model.t_ == calm_model.t_ == 1 + 10 * rows  # every row of every epoch, once
     np.testing.assert_allclose(model.coef_, calm_model.coef_, rtol=1e-9)
@@ -294,40 +294,26 @@ def search_config(path: Path, data: Path, output: Path) -> Path:
 def test_search_restarts_lost_candidates_from_their_checkpoints(
     fault_dataset: Path, cluster: ProcessCluster, tmp_path: Path
 ) -> None:
-    calm = train(
-        "search",
-        "incremental",
-        config=search_config(tmp_path / "calm.yaml", fault_dataset, tmp_path / "calm"),
-        cluster=cluster,
-    )
-    assert calm.returncode == 0, calm.stderr
-
-    out = tmp_path / "faulty"
     # Once the first rung's models are checkpointed, and live on both workers.
-    killer = WorkerKiller(
-        cluster.address, out / "checkpoints", f"*/candidate-*/step-000004.skops{MANIFEST_SUFFIX}"
+    calm_out, out, faulty = calm_and_faulty(
+        ("search", "incremental"),
+        search_config,
+        fault_dataset,
+        cluster,
+        tmp_path,
+        f"*/candidate-*/step-000004.skops{MANIFEST_SUFFIX}",
     )
-    killer.start()
-    faulty = train(
-        "search",
-        "incremental",
-        config=search_config(tmp_path / "faulty.yaml", fault_dataset, out),
-        cluster=cluster,
-    )
-    killer.join()
-    assert killer.killed_at is not None, "the search ended before a worker could be killed"
-    assert faulty.returncode == 0, faulty.stderr
     assert "restarting from block" in faulty.stdout
 
     results = json.loads((out / "results.json").read_text())["candidates"]
-    calm_results = json.loads((tmp_path / "calm" / "results.json").read_text())["candidates"]
+    calm_results = json.loads((calm_out / "results.json").read_text())["candidates"]
     assert sum(c["restarts"] for c in results) >= 1
     # Every candidate got the budget of every rung it reached, with the same scores.
     for candidate, twin in zip(results, calm_results, strict=True):
         assert candidate["budget_blocks"] == twin["budget_blocks"]
         assert candidate["scores"] == twin["scores"]
     metrics = json.loads((out / "metrics.json").read_text())
-    calm_metrics = json.loads((tmp_path / "calm" / "metrics.json").read_text())
+    calm_metrics = json.loads((calm_out / "metrics.json").read_text())
     assert metrics["best_params"] == calm_metrics["best_params"]
 
 
