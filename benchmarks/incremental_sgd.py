@@ -136,43 +136,35 @@ def run(options: Options) -> BenchmarkResult:
     result.scores = {f"accuracy_{name}": accuracy(t.value, valid) for name, t in chosen.items()}
     plain, ours = result.timings["plain"], result.timings["daskyard"]
     result.checks = [
-        Check(
+        Check.ratio(
             "daskyard / plain loop time",
-            ours / plain,
+            ours,
+            plain,
             TARGET_VS_PLAIN,
-            measured=ours,
-            baseline=plain,
         ),
-        Check(
+        Check.gap(
             "accuracy gap: daskyard vs plain",
-            abs(result.scores["accuracy_daskyard"] - result.scores["accuracy_plain"]),
+            result.scores["accuracy_daskyard"],
+            result.scores["accuracy_plain"],
             TARGET_ACCURACY,
-            measured=result.scores["accuracy_daskyard"],
-            baseline=result.scores["accuracy_plain"],
-            unit="abs",
-            raw="",
         ),
     ]
     if missing is None:
         theirs = result.timings["dask_ml"]
         result.checks += [
-            Check(
+            Check.ratio(
                 "dask-ml / daskyard time",
-                theirs / ours,
+                theirs,
+                ours,
                 TARGET_VS_DASK_ML,
                 ">=",
-                measured=theirs,
-                baseline=ours,
             ),
-            Check("dask-ml / plain loop time", theirs / plain, measured=theirs, baseline=plain),
-            Check(
+            Check.ratio("dask-ml / plain loop time", theirs, plain),
+            Check.gap(
                 "accuracy gap: dask-ml vs plain",
-                abs(result.scores["accuracy_dask_ml"] - result.scores["accuracy_plain"]),
+                result.scores["accuracy_dask_ml"],
+                result.scores["accuracy_plain"],
                 TARGET_ACCURACY,
-                measured=result.scores["accuracy_dask_ml"],
-                baseline=result.scores["accuracy_plain"],
-                unit="abs",
-                raw="",
             ),
         ]
     else:

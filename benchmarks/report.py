@@ -29,6 +29,31 @@ class Check:
     unit: str = "x"  # what value is: "x" (ratio), "s", "abs", "fraction", "count"
     raw: str = "s"  # what measured and baseline are: "s", "bytes" or "" (a score)
 
+    @classmethod
+    def ratio(
+        cls,
+        name: str,
+        measured: float,
+        baseline: float,
+        target: float | None = None,
+        op: str = "<=",
+    ) -> Check:
+        """Seconds against seconds: ``measured / baseline``."""
+        return cls(name, measured / baseline, target, op, measured=measured, baseline=baseline)
+
+    @classmethod
+    def gap(cls, name: str, score: float, baseline: float, target: float) -> Check:
+        """How far a score (AUC, accuracy) lies from the baseline's, either way."""
+        return cls(
+            name,
+            abs(score - baseline),
+            target,
+            measured=score,
+            baseline=baseline,
+            unit="abs",
+            raw="",
+        )
+
     @property
     def passed(self) -> bool | None:
         if self.target is None:

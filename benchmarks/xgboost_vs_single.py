@@ -179,43 +179,34 @@ def run(options: Options) -> BenchmarkResult:
     }
     single = result.timings["single"]
     result.checks = [
-        Check(
+        Check.ratio(
             "daskyard / single time",
-            result.timings["daskyard"] / single,
+            result.timings["daskyard"],
+            single,
             TARGET_DASKYARD,
-            measured=result.timings["daskyard"],
-            baseline=single,
         ),
-        Check(
+        Check.ratio(
             "daskyard CLI / single time",
-            result.timings["daskyard_cli"] / single,
+            result.timings["daskyard_cli"],
+            single,
             TARGET_CLI,
-            measured=result.timings["daskyard_cli"],
-            baseline=single,
         ),
-        Check(
+        Check.ratio(
             "xgboost.dask / single time",
-            result.timings["xgboost_dask"] / single,
-            measured=result.timings["xgboost_dask"],
-            baseline=single,
+            result.timings["xgboost_dask"],
+            single,
         ),
-        Check(
+        Check.gap(
             "AUC gap: daskyard vs single",
-            abs(result.scores["auc_daskyard"] - result.scores["auc_single"]),
+            result.scores["auc_daskyard"],
+            result.scores["auc_single"],
             TARGET_AUC,
-            measured=result.scores["auc_daskyard"],
-            baseline=result.scores["auc_single"],
-            unit="abs",
-            raw="",
         ),
-        Check(
+        Check.gap(
             "AUC gap: CLI vs single",
-            abs(result.scores["auc_daskyard_cli"] - result.scores["auc_single"]),
+            result.scores["auc_daskyard_cli"],
+            result.scores["auc_single"],
             TARGET_AUC,
-            measured=result.scores["auc_daskyard_cli"],
-            baseline=result.scores["auc_single"],
-            unit="abs",
-            raw="",
         ),
     ]
     result.details = {
