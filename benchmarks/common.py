@@ -47,8 +47,10 @@ def _import_all(modules: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def embedded_client(workers: int = WORKERS, warm: Sequence[str] = ()) -> Iterator[Client]:
-    """daskyard's own embedded cluster (worker processes, one thread each).
+def embedded_client(
+    workers: int = WORKERS, warm: Sequence[str] = (), threads: int = 1, processes: bool = True
+) -> Iterator[Client]:
+    """daskyard's own embedded cluster (worker processes, one thread each by default).
 
     ``warm`` modules are imported on every worker before the client is handed out,
     so that no contender pays (or is spared) the first import of a library on the
@@ -56,7 +58,7 @@ def embedded_client(workers: int = WORKERS, warm: Sequence[str] = ()) -> Iterato
     """
     from daskyard.cluster import embedded_cluster
 
-    with embedded_cluster(workers) as cluster, Client(cluster) as client:
+    with embedded_cluster(workers, threads, processes) as cluster, Client(cluster) as client:
         client.wait_for_workers(workers, timeout=60)
         if warm:
             client.run(_import_all, list(warm))

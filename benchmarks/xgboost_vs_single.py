@@ -107,8 +107,17 @@ def daskyard_config(data: Dataset, params: dict[str, Any], rounds: int, output: 
     )
 
 
-def cli_args(data: Dataset, params: dict[str, Any], rounds: int, output: Path) -> list[str]:
+def cli_args(
+    data: Dataset,
+    params: dict[str, Any],
+    rounds: int,
+    output: Path,
+    workers: int | None = WORKERS,
+) -> list[str]:
+    """``daskyard train xgboost`` on the files; ``workers=None``: its default embedded cluster."""
     flags = [f"--param={k}={v}" for k, v in params.items()]
+    if workers is not None:
+        flags += ["--local-workers", str(workers)]
     return [
         "train",
         "xgboost",
@@ -122,8 +131,6 @@ def cli_args(data: Dataset, params: dict[str, Any], rounds: int, output: Path) -
         str(output),
         "--rounds",
         str(rounds),
-        "--local-workers",
-        str(WORKERS),
         *flags,
     ]
 

@@ -63,7 +63,8 @@ def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
         "--local-workers",
         type=int,
         metavar="N",
-        help="worker processes of the embedded cluster (default: the machine's cores)",
+        help="single-thread worker processes of the embedded cluster (default: one per core; "
+        "XGBoost jobs: one worker with every core, which needs no collective between processes)",
     )
 
 

@@ -12,14 +12,13 @@ on dask >= 2025.3 (dask-ml#1016).
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import numpy as np
-import skops.io as sio
 from distributed import Client, Future
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
@@ -36,21 +35,24 @@ from daskyard.artifacts import (
 from daskyard.checkpoints import CheckpointStore
 from daskyard.cluster import infrastructure_errors
 from daskyard.config import SearchJobConfig, parse_param, resolved
-from daskyard.data import ColumnPlan, DataSource, read_partition
 from daskyard.errors import ConfigError, InfrastructureError
 from daskyard.estimators import build_estimator, resolve_estimator
 from daskyard.recovery import Recovery
-from daskyard.train.incremental import (
+from daskyard.train.blocks import (
     BlockSpec,
+    FileSource,
+    save_checkpoint,
+    score_candidate,
+    serialized_on_a_worker,
+    train_rung,
+)
+from daskyard.train.cache import forget
+from daskyard.train.incremental import (
     _lost,
     _plain,
     block_order,
-    combine_metrics,
-    evaluate_file,
     load_checkpoint,
-    partial_fit_block,
     prepare_stream,
-    save_checkpoint,
 )
 
 # Higher is better for these; the others (log_loss, rmse) are minimised.
@@ -131,39 +133,6 @@ def rung_schedule(candidates: int, reduction: int, max_blocks: int) -> list[tupl
             continue  # too little data for another distinct budget
         schedule.append((survivors, blocks))
     return schedule
-
-
-# ---------------------------------------------------------------- worker tasks
-
-
-def train_rung(
-    model: BaseEstimator,
-    blocks: list[tuple[str, int]],
-    source_format: str,
-    storage_options: dict[str, Any],
-    columns: ColumnPlan,
-    spec: BlockSpec,
-) -> BaseEstimator:
-    """One candidate's share of a rung, block after block, in one task on one worker."""
-    model = copy.deepcopy(model)
-    for url, index in blocks:
-        block = read_partition(url, index, source_format, storage_options, columns, None)
-        partial_fit_block(model, block, spec)
-    return model
-
-
-def score_candidate(
-    model: BaseEstimator,
-    source: DataSource,
-    columns: ColumnPlan,
-    spec: BlockSpec,
-    classifier: bool,
-) -> dict[str, float]:
-    parts = [
-        evaluate_file(url, index, source.format, source.storage_options, columns, None, model, spec)
-        for index, url in enumerate(source.files)
-    ]
-    return combine_metrics(parts, classifier)
 
 
 # ---------------------------------------------------------------- the run
@@ -255,7 +224,7 @@ def search_incremental(
         candidate.model = fresh(candidate)  # scattered with its first rung's task
     alive = candidates
     recovery = Recovery(client, config.cluster, stream)
-    rung_run = RungRunner(client, plan, spec, classifier, order, recovery, fresh, stream)
+    rung_run = RungRunner(client, plan, spec, classifier, order, recovery, fresh, stream, run_id)
     try:
         for rung, (survivors, budget) in enumerate(schedule):
             alive = rung_run(alive[:survivors], rung, budget, metric)
@@ -273,6 +242,10 @@ def search_incremental(
         final = rung_run.fetch(winner)
     except infrastructure_errors() as exc:
         raise _lost(exc) from None
+    finally:
+        # The workers' cached blocks of this run (a shared cluster outlives the job).
+        with contextlib.suppress(Exception):
+            client.run(forget, run_id)
     timings.lap("search")
 
     best_metrics = winner.scores[-1]["validation"]
@@ -317,7 +290,7 @@ def search_incremental(
     )
     write_run_outputs(
         config.output,
-        {"model.skops": sio.dumps(pipeline)},
+        {"model.skops": serialized_on_a_worker(client, pipeline)},
         metrics,
         manifest,
         config.storage_options,
@@ -348,6 +321,7 @@ class RungRunner:
     recovery: Recovery
     fresh: Callable[[Candidate], BaseEstimator]
     stream: TextIO | None
+    run: str  # names this search's blocks in the workers' caches
 
     def __call__(
         self, candidates: list[Candidate], rung: int, budget: int, metric: str
@@ -356,14 +330,21 @@ class RungRunner:
         pending = list(candidates)
         while pending:
             submitted, retry, lost = [], [], None
+            starts = [c for c in pending if not isinstance(c.model, Future)]
+            try:
+                # Scattered, not put into the tasks: dask would silently replay a lost
+                # candidate's earlier rungs, whereas a lost scattered start surfaces and
+                # the candidate restarts from its checkpoint. One round trip for all.
+                scattered = self.client.scatter([c.model for c in starts]) if starts else []
+                for candidate, model in zip(starts, scattered, strict=True):
+                    candidate.model = model
+            except Exception as exc:  # the scatter met a worker on its way out
+                if not self.recovery.is_loss(exc):
+                    raise
+                retry, lost = starts, exc
             for candidate in pending:
-                try:
+                if candidate not in retry:
                     submitted.append((candidate, *self._submit(candidate, budget)))
-                except Exception as exc:  # its scatter met a worker on its way out
-                    if not self.recovery.is_loss(exc):
-                        raise
-                    retry.append(candidate)
-                    lost = exc
             for candidate, scored, saved in submitted:
                 try:
                     validation = scored.result()
@@ -393,29 +374,25 @@ class RungRunner:
     def _submit(self, candidate: Candidate, budget: int) -> tuple[Future, Future]:
         source = self.plan.train
         blocks = [(source.files[i], i) for i in self.order[candidate.blocks : budget]]
-        model = candidate.model
-        if not isinstance(model, Future):
-            # Scattered, not put into the task: dask would silently replay a lost
-            # candidate's earlier rungs, whereas a lost scattered start surfaces and
-            # the candidate restarts from its checkpoint.
-            model = self.client.scatter(model)
+        columns = self.plan.columns
         candidate.model = self.client.submit(
             train_rung,
-            model,
+            candidate.model,
             blocks,
-            source.format,
-            source.storage_options,
-            self.plan.columns,
+            FileSource(source.format, source.storage_options, columns, None),
             self.spec,
+            self.run,
             pure=False,
         )
+        valid = self.plan.validation
         scored = self.client.submit(
             score_candidate,
             candidate.model,
-            self.plan.validation,
-            self.plan.columns,
+            list(valid.files),
+            FileSource(valid.format, valid.storage_options, columns, None),
             self.spec,
             self.classifier,
+            self.run,
             pure=False,
         )
         # Every rung's model is kept: the next rung of a candidate whose worker dies

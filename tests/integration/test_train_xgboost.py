@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import numpy as np
@@ -212,7 +213,15 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_with_the_requested_roun
     assert progress[0] == f"{killed_at + 10}/300" and progress[-1] == "300/300"
 
 
-def test_embedded_cluster_is_used_without_a_scheduler(small_dataset, tmp_path):
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--local-workers", "1"], "1 workers, 1 threads"),
+        # By default XGBoost gets one worker with every core: no collective between processes.
+        ([], f"1 workers, {os.cpu_count()} threads"),
+    ],
+)
+def test_embedded_cluster_is_used_without_a_scheduler(small_dataset, tmp_path, flags, expected):
     result = run_cli(
         "train",
         "xgboost",
@@ -224,12 +233,11 @@ def test_embedded_cluster_is_used_without_a_scheduler(small_dataset, tmp_path):
         str(tmp_path / "o"),
         "--rounds",
         "5",
-        "--local-workers",
-        "1",
+        *flags,
         *PARAMS,
     )
     assert result.returncode == 0, result.stderr
-    assert "cluster: embedded local cluster, 1 workers, 1 threads" in result.stdout
+    assert f"cluster: embedded local cluster, {expected}" in result.stdout
 
 
 def test_help_explains_every_flag():

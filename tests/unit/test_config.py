@@ -126,3 +126,14 @@ def test_param_values_are_typed(text, expected):
 def test_param_without_key_and_value_is_rejected(text):
     with pytest.raises(ConfigError, match="is not KEY=VALUE"):
         parse_param(text)
+
+
+def test_embedded_cluster_shape_follows_the_job_unless_workers_are_given():
+    import os
+
+    from daskyard.cluster import EmbeddedShape, embedded_shape
+
+    cores = os.cpu_count()
+    assert embedded_shape(None, threaded=True) == EmbeddedShape(1, cores, processes=False)
+    assert embedded_shape(None, threaded=False) == EmbeddedShape(cores, 1, processes=True)
+    assert embedded_shape(3, threaded=True) == EmbeddedShape(3, 1, processes=True)

@@ -8,16 +8,12 @@ memory at any time, whatever the data set's size.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
-import dask
 import numpy as np
-import pandas as pd
-import skops.io as sio
 from distributed import Client, Future, wait
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.pipeline import Pipeline
@@ -28,13 +24,26 @@ from daskyard.artifacts import Timings, join_url, package_versions, stable_hash,
 from daskyard.checkpoints import CheckpointStore
 from daskyard.cluster import infrastructure_errors
 from daskyard.config import IncrementalJobConfig, JobConfig, resolved
-from daskyard.data import SPLIT_COLUMN, ColumnPlan, DataPlan, check_rows, plan_data, read_partition
+from daskyard.data import DataPlan, check_rows, plan_data
 from daskyard.errors import ConfigError, DataError, InfrastructureError
 from daskyard.estimators import build_estimator, is_linear_model, resolve_estimator
 from daskyard.recovery import Recovery
+from daskyard.train.blocks import (
+    MAX_CLASSES,
+    BlockSpec,
+    FileSource,
+    combine_metrics,
+    combine_summaries,
+    count_rows,
+    evaluate_file,
+    file_summary,
+    fit_block,
+    hand_over,
+    load_block,
+    save_checkpoint,
+    serialized_on_a_worker,
+)
 
-AUC_BINS = 1 << 14  # score histogram resolution for the per-partition AUC
-MAX_CLASSES = 1000  # more distinct labels than this is a continuous target, not classes
 # Modules whose types a daskyard checkpoint may hold (skops refuses anything else).
 TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "builtins.")
 
@@ -47,171 +56,54 @@ class IncrementalResult:
     output: str
 
 
-@dataclass(frozen=True)
-class BlockSpec:
-    """Everything a worker needs to turn a block into model input."""
-
-    features: tuple[str, ...]
-    target: str
-    classes: tuple[Any, ...] | None
-    scaler: StandardScaler | None
-
-
-# ---------------------------------------------------------------- worker-side steps
-
-
-def _rows(block: pd.DataFrame, validation: bool) -> pd.DataFrame:
-    if SPLIT_COLUMN not in block:
-        return block
-    return block[block[SPLIT_COLUMN] == validation]
-
-
-def _inputs(rows: pd.DataFrame, spec: BlockSpec) -> Any:
-    features = rows[list(spec.features)]
-    return spec.scaler.transform(features) if spec.scaler is not None else features
-
-
-def partial_fit_block(model: BaseEstimator, block: pd.DataFrame, spec: BlockSpec) -> None:
-    """``partial_fit`` on the block's training rows, in place."""
-    rows = _rows(block, validation=False)
-    if len(rows) == 0:
-        return
-    target = rows[spec.target].to_numpy()
-    if spec.classes is not None:
-        model.partial_fit(_inputs(rows, spec), target, classes=np.asarray(spec.classes))
-    else:
-        model.partial_fit(_inputs(rows, spec), target)
-
-
-def fit_block(model: BaseEstimator, block: pd.DataFrame, spec: BlockSpec) -> BaseEstimator:
-    """One step on a copy: the previous model stays valid if this task is retried."""
-    model = copy.deepcopy(model)
-    partial_fit_block(model, block, spec)
-    return model
-
-
-def save_checkpoint(model: BaseEstimator, store: CheckpointStore, step: int) -> int:
-    store.save(step, sio.dumps(model))
-    return step
-
-
-def _scores(model: BaseEstimator, inputs: Any) -> np.ndarray | None:
-    """Positive-class scores in [0, 1] for a binary classifier (AUC only needs the order)."""
-    if hasattr(model, "predict_proba"):
-        try:
-            return model.predict_proba(inputs)[:, 1]
-        except AttributeError:  # e.g. SGDClassifier(loss="hinge") has no probabilities
-            pass
-    if hasattr(model, "decision_function"):
-        return 1.0 / (1.0 + np.exp(-np.clip(model.decision_function(inputs), -500, 500)))
-    return None
-
-
-def evaluate_file(
-    url: str,
-    index: int,
-    source_format: str,
-    storage_options: dict[str, Any],
-    columns: ColumnPlan,
-    split: tuple[int, float] | None,
-    model: BaseEstimator,
-    spec: BlockSpec,
-) -> dict[str, Any]:
-    """Read one file on a worker and return additive partial metrics for its validation rows."""
-    block = read_partition(url, index, source_format, storage_options, columns, split)
-    rows = _rows(block, validation=True)
-    out: dict[str, Any] = {"n": len(rows)}
-    if len(rows) == 0:
-        return out
-    inputs, truth = _inputs(rows, spec), rows[spec.target].to_numpy()
-    if spec.classes is None:  # regressor
-        predicted = model.predict(inputs)
-        out.update(
-            sum_y=float(truth.sum()),
-            sum_y2=float((truth.astype(float) ** 2).sum()),
-            sse=float(((truth - predicted) ** 2).sum()),
-        )
-        return out
-    out["correct"] = int((model.predict(inputs) == truth).sum())
-    try:
-        proba = model.predict_proba(inputs)
-        index_of = np.searchsorted(model.classes_, truth)
-        picked = np.clip(proba[np.arange(len(truth)), index_of], 1e-15, 1.0)
-        out["log_loss_sum"] = float(-np.log(picked).sum())
-    except AttributeError:
-        pass
-    if len(spec.classes) == 2:
-        scores = _scores(model, inputs)
-        if scores is not None:
-            bins = np.minimum((scores * AUC_BINS).astype(np.int64), AUC_BINS - 1)
-            positive = truth == model.classes_[1]
-            out["pos_hist"] = np.bincount(bins[positive], minlength=AUC_BINS)
-            out["neg_hist"] = np.bincount(bins[~positive], minlength=AUC_BINS)
-    return out
-
-
-def combine_metrics(parts: list[dict[str, Any]], classifier: bool) -> dict[str, float]:
-    """Add the per-file partial sums up into scikit-learn-named metrics."""
-    n = sum(p["n"] for p in parts)
-    filled = [p for p in parts if p["n"]]
-    if classifier:
-        metrics = {"accuracy": sum(p["correct"] for p in filled) / n}
-        if all("log_loss_sum" in p for p in filled):
-            metrics["log_loss"] = sum(p["log_loss_sum"] for p in filled) / n
-        if filled and all("pos_hist" in p for p in filled):
-            pos = np.sum([p["pos_hist"] for p in filled], axis=0).astype(float)
-            neg = np.sum([p["neg_hist"] for p in filled], axis=0).astype(float)
-            if pos.sum() and neg.sum():
-                below = np.cumsum(neg) - neg  # negatives scored strictly lower
-                metrics["roc_auc"] = float(
-                    (pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum())
-                )
-        return metrics
-    sum_y = sum(p["sum_y"] for p in filled)
-    sse = sum(p["sse"] for p in filled)
-    total = sum(p["sum_y2"] for p in filled) - sum_y**2 / n
-    return {"r2": 1.0 - sse / total if total > 0 else float("nan"), "rmse": float(np.sqrt(sse / n))}
-
-
 # ---------------------------------------------------------------- client-side run
 
 
 def first_pass(
-    plan: DataPlan, classifier: bool, want_classes: bool, want_scaler: bool
+    client: Client, plan: DataPlan, want_classes: bool, want_scaler: bool
 ) -> tuple[dict[str, int], tuple[Any, ...] | None, StandardScaler | None]:
-    """One streamed read on the workers: row counts, classes and scaling moments."""
-    frame = plan.frame(plan.train, plan.split)
-    features = list(plan.columns.features)
-    train_rows = frame[~frame[SPLIT_COLUMN]] if plan.split else frame
-    tasks: dict[str, Any] = {"rows": frame.shape[0], "train_rows": train_rows.shape[0]}
-    if want_classes:
-        tasks["classes"] = train_rows[plan.columns.target].drop_duplicates()
-    if want_scaler:
-        tasks["mean"] = train_rows[features].mean()
-        tasks["var"] = train_rows[features].var(ddof=0)
+    """One read of every file on the workers, one task per file: row counts, classes and
+    scaling moments, merged here."""
+    train = FileSource(plan.train.format, plan.train.storage_options, plan.columns, plan.split)
+    files = list(plan.train.files)
+    summaries = client.map(
+        file_summary,
+        files,
+        range(len(files)),
+        source=train,
+        want_classes=want_classes,
+        want_moments=want_scaler,
+        pure=False,
+    )
+    counted = []
     if plan.validation is not None:
-        tasks["validation_rows"] = plan.frame(plan.validation).shape[0]
-    values = dict(zip(tasks, dask.compute(*tasks.values()), strict=True))
-    train = int(values["train_rows"])
-    held_out = int(values.get("validation_rows", values["rows"] - train))
-    rows = {"train": train, "validation": held_out}
-    classes = None
-    if want_classes:
-        found = pd.Series(values["classes"]).dropna()
-        classes = tuple(sorted(found.tolist()))
+        valid = plan.validation
+        counted = client.map(
+            count_rows,
+            list(valid.files),
+            range(len(valid.files)),
+            source=FileSource(valid.format, valid.storage_options, plan.columns, None),
+            pure=False,
+        )
+    summary = combine_summaries(client.gather(summaries))
+    train_rows = summary["train_rows"]
+    held_out = sum(client.gather(counted)) if counted else summary["rows"] - train_rows
+    rows = {"train": train_rows, "validation": held_out}
     scaler = None
     if want_scaler:
-        scaler = _fitted_scaler(values["mean"], values["var"], train, features)
-    return rows, classes, scaler
+        scaler = _fitted_scaler(
+            summary["mean"], summary["var"], train_rows, list(plan.columns.features)
+        )
+    return rows, summary.get("classes"), scaler
 
 
 def _fitted_scaler(
-    mean: pd.Series, var: pd.Series, rows: int, features: list[str]
+    mean: np.ndarray, var: np.ndarray, rows: int, features: list[str]
 ) -> StandardScaler:
-    """A StandardScaler from moments dask reduced in parallel (what fit() would compute)."""
+    """A StandardScaler from moments merged over the files (what fit() would compute)."""
     scaler = StandardScaler()
-    scaler.mean_ = mean[features].to_numpy(dtype=np.float64)
-    scaler.var_ = var[features].to_numpy(dtype=np.float64)
+    scaler.mean_ = np.asarray(mean, dtype=np.float64)
+    scaler.var_ = np.asarray(var, dtype=np.float64)
     scale = np.sqrt(scaler.var_)
     scaler.scale_ = np.where(scale < 10 * np.finfo(np.float64).eps, 1.0, scale)  # as sklearn does
     scaler.n_samples_seen_ = rows
@@ -236,6 +128,8 @@ def check_classes(classes: tuple[Any, ...], target: str, estimator_path: str) ->
 
 
 def load_checkpoint(raw: bytes) -> BaseEstimator:
+    import skops.io as sio  # here, not at the top: skops imports every scikit-learn module
+
     untrusted = sio.get_untrusted_types(data=raw)
     refused = [t for t in untrusted if not t.startswith(TRUSTED_MODULE_PREFIXES)]
     if refused:
@@ -302,7 +196,7 @@ def prepare_stream(
     scale = settings.scale if settings.scale is not None else is_linear_model(estimator)
     want_classes = classifier and settings.classes is None
     try:
-        rows, classes, scaler = first_pass(plan, classifier, want_classes, scale)
+        rows, classes, scaler = first_pass(client, plan, want_classes, scale)
     except infrastructure_errors() as exc:
         raise _lost(exc) from None
     check_rows(rows, plan, config.data)
@@ -437,7 +331,7 @@ def train_incremental(
     }
     write_run_outputs(
         config.output,
-        {"model.skops": sio.dumps(pipeline)},
+        {"model.skops": serialized_on_a_worker(client, pipeline)},
         metrics,
         manifest,
         config.storage_options,
@@ -470,6 +364,7 @@ def _stream(
 ) -> Future:
     """Submit load and fit steps with at most ``prefetch`` blocks loaded ahead."""
     files, source = plan.train.files, plan.train
+    reader = FileSource(source.format, source.storage_options, plan.columns, plan.split)
     per_epoch = len(files)
     orders: dict[int, np.ndarray] = {}
 
@@ -479,54 +374,69 @@ def _stream(
             orders[epoch] = block_order(per_epoch, epoch, seed)
         return int(orders[epoch][step % per_epoch])
 
+    # One worker fits, the others read: a read queued on the fitter's thread would
+    # stall the serial chain of fits, and a fit that followed its block from worker
+    # to worker waited for whatever that worker was reading. Restrictions are loose,
+    # so a departed worker's steps run elsewhere.
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    fitter = workers[:1]
+    loaders = workers[1:] or fitter
+    placed = {"allow_other_workers": True, "pure": False}
+
     def load(step: int) -> Future:
         index = file_at(step)
-        return client.submit(
-            read_partition,
-            files[index],
-            index,
-            source.format,
-            source.storage_options,
-            plan.columns,
-            plan.split,
-            pure=False,
+        block = client.submit(
+            load_block, files[index], index, reader, spec, workers=loaders, **placed
         )
+        # Moved to the fitter as soon as it is read, while the fitter is still busy
+        # with an earlier block: the transfer stays off the chain of fits.
+        return client.submit(hand_over, block, workers=fitter, **placed)
 
     # Scattered, not put into the first task: dask would silently replay a lost chain of
     # models from the very first block, whereas a lost scattered start surfaces, and the
     # attempt restarts from the last checkpoint. (A failed scatter is retried the same way.)
-    model = client.scatter(estimator)
+    model = client.scatter(estimator, workers=fitter)
     loads: deque[Future] = deque()
     next_load = start
     previous: Future | None = None
     checkpoints: list[Future] = []
     started = time.monotonic()
+
+    def report(seen: int) -> None:
+        elapsed = time.monotonic() - started
+        eta = elapsed / (seen - start) * (total - seen)
+        progress.say(
+            stream,
+            f"block {seen}/{total}  epoch {(seen - 1) // per_epoch + 1}/"
+            f"{total // per_epoch}  elapsed {progress.format_seconds(elapsed)}"
+            f"  eta {progress.format_seconds(eta)}",
+        )
+
     for step in range(start, total):
         while next_load < total and len(loads) < settings.prefetch:
             loads.append(load(next_load))
             next_load += 1
         block = loads.popleft()
-        model = client.submit(fit_block, model, block, spec, pure=False)
+        model = client.submit(fit_block, model, block, spec, workers=fitter, **placed)
         del block
         if previous is not None:
-            wait(previous)  # bounds the pipeline: one fit queued behind the running one
+            # Bounds the pipeline: one fit queued behind the running one. Progress is
+            # told here, of the finished step, so that the queue never runs dry.
+            wait(previous)
             if previous.status == "error":
                 previous.result()  # raises the step's error now, not after the whole stream
+            if step % settings.progress_every == 0:
+                report(step)
         previous = model
         seen = step + 1
         if seen % settings.checkpoint_every == 0 and seen < total:
-            checkpoints.append(client.submit(save_checkpoint, model, store, seen, pure=False))
-        if seen % settings.progress_every == 0 or seen == total:
-            wait(model)
-            elapsed = time.monotonic() - started
-            eta = elapsed / (seen - start) * (total - seen)
-            progress.say(
-                stream,
-                f"block {seen}/{total}  epoch {step // per_epoch + 1}/"
-                f"{total // per_epoch}  elapsed {progress.format_seconds(elapsed)}"
-                f"  eta {progress.format_seconds(eta)}",
+            # Written by a reader: serialising and storing stay off the fitter's thread.
+            checkpoints.append(
+                client.submit(save_checkpoint, model, store, seen, workers=loaders, **placed)
             )
     wait(model)
+    if model.status != "error":
+        report(total)
     client.gather(checkpoints)
     return model
 
@@ -537,11 +447,8 @@ def _evaluate(client: Client, plan: DataPlan, model: Future, spec: BlockSpec) ->
     futures = client.map(
         evaluate_file,
         list(source.files),
-        list(range(len(source.files))),
-        source_format=source.format,
-        storage_options=source.storage_options,
-        columns=plan.columns,
-        split=split,
+        range(len(source.files)),
+        source=FileSource(source.format, source.storage_options, plan.columns, split),
         model=model,
         spec=spec,
         pure=False,
