@@ -462,10 +462,6 @@ class DataPlan:
     def fingerprint(self) -> str:
         return hashlib.sha256("".join(s.fingerprint for s in self.sources).encode()).hexdigest()
 
-    def frame(self, source: DataSource, split: tuple[int, float] | None = None) -> dd.DataFrame:
-        """A lazy dask DataFrame of ``source``, one partition per file."""
-        return _frame_from_source(source, self.columns, split)
-
 
 def plan_data(
     client: Client,
