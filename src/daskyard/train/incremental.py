@@ -1,9 +1,9 @@
 """Incremental scikit-learn: stream blocks through ``partial_fit``, out of core.
 
-Each file is one block. Blocks are read on the workers a bounded number ahead
-of the fitter; the model moves between workers as a future (never through the
-client) and is copied per step, so at most ``prefetch + 1`` blocks are in
-memory at any time, whatever the data set's size.
+Each file is one block. Blocks are read and scaled on the other workers a
+bounded number ahead of one fitting worker, which holds the model as a future
+(never through the client) and copies it per step, so at most ``prefetch + 1``
+blocks are in memory at any time, whatever the data set's size.
 """
 
 from __future__ import annotations
