@@ -52,21 +52,11 @@ def config(data: Dataset, candidates: int, output: Path):
     )
 
 
-def block_sequence(files: int, blocks: int, seed: int) -> list[int]:
-    """daskyard's order of blocks for a candidate: seeded shuffled epochs of the files."""
-    from daskyard.train.incremental import block_order
-
-    sequence: list[int] = []
-    epoch = 0
-    while len(sequence) < blocks:
-        sequence.extend(int(i) for i in block_order(files, epoch, seed))
-        epoch += 1
-    return sequence[:blocks]
-
-
 def sequential(data: Dataset, candidates: list[dict[str, Any]]) -> dict[int, float]:
     """Every candidate in turn, to its budgets, scored at each of its rungs; one process."""
     from sklearn.linear_model import SGDClassifier
+
+    from daskyard.search import block_sequence  # the very order daskyard trained in
 
     files = data.train_files
     order = block_sequence(len(files), max(c["budget_blocks"] for c in candidates), SEED)

@@ -43,7 +43,6 @@ from daskyard.train.blocks import (
     FileSource,
     save_checkpoint,
     score_candidate,
-    serialized_on_a_worker,
     train_rung,
 )
 from daskyard.train.cache import forget
@@ -53,6 +52,7 @@ from daskyard.train.incremental import (
     block_order,
     load_checkpoint,
     prepare_stream,
+    serialized_on_a_worker,
 )
 
 # Higher is better for these; the others (log_loss, rmse) are minimised.
@@ -193,7 +193,7 @@ def search_incremental(
     files = plan.train.files
     max_blocks = settings.max_blocks or len(files)
     schedule = rung_schedule(settings.candidates, settings.reduction, max_blocks)
-    order = _block_sequence(len(files), max_blocks, config.data.seed)
+    order = block_sequence(len(files), max_blocks, config.data.seed)
     timings.lap("plan_and_first_pass")
     progress.say(
         stream,
@@ -298,7 +298,7 @@ def search_incremental(
     return SearchResult(pipeline, metrics, results, manifest, config.output)
 
 
-def _block_sequence(files: int, blocks: int, seed: int) -> list[int]:
+def block_sequence(files: int, blocks: int, seed: int) -> list[int]:
     """The file index of every block a finalist sees: seeded shuffled epochs."""
     sequence: list[int] = []
     epoch = 0
@@ -343,7 +343,7 @@ class RungRunner:
                     raise
                 retry, lost = starts, exc
             for candidate in pending:
-                if candidate not in retry:
+                if isinstance(candidate.model, Future):  # not a start whose scatter failed
                     submitted.append((candidate, *self._submit(candidate, budget)))
             for candidate, scored, saved in submitted:
                 try:
@@ -379,7 +379,7 @@ class RungRunner:
             train_rung,
             candidate.model,
             blocks,
-            FileSource(source.format, source.storage_options, columns, None),
+            FileSource.of(source, columns),
             self.spec,
             self.run,
             pure=False,
@@ -389,7 +389,7 @@ class RungRunner:
             score_candidate,
             candidate.model,
             list(valid.files),
-            FileSource(valid.format, valid.storage_options, columns, None),
+            FileSource.of(valid, columns),
             self.spec,
             self.classifier,
             self.run,

@@ -166,6 +166,16 @@ class Renderer:
     def attempt(self, helm: str, scenario: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return run(self.command(helm, scenario, *extra))
 
+    def notes(self, scenario: str) -> str:
+        """The NOTES of ``helm install --dry-run=client`` (helm 4: helm 3's still dials
+        a cluster)."""
+        command = [require_tool("helm4"), "install", RELEASE, str(self.chart)]
+        proc = run(
+            [*command, "--namespace", NAMESPACE, *self.values_args(scenario), "--dry-run=client"]
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split("NOTES:", 1)[1]
+
     @functools.cache  # noqa: B019 - one Renderer per session
     def render(self, helm: str, scenario: str, *extra: str) -> Rendering:
         proc = self.attempt(helm, scenario, *extra)

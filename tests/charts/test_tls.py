@@ -26,7 +26,6 @@ from tests.charts.conftest import (
     SCENARIOS,
     Renderer,
     kustomize_tls,
-    require_tool,
     run,
 )
 from tests.charts.test_chart import arg_after, container
@@ -245,21 +244,7 @@ def test_network_policies_are_the_same_with_tls(renderer: Renderer) -> None:
 
 
 def test_notes_give_tls_addresses_and_the_render_job_flag(renderer: Renderer) -> None:
-    proc = run(
-        [
-            require_tool("helm4"),
-            "install",
-            RELEASE,
-            str(renderer.chart),
-            "--namespace",
-            NAMESPACE,
-            "--values",
-            str(renderer.chart / "ci" / "tls-values.yaml"),
-            "--dry-run=client",
-        ]
-    )
-    assert proc.returncode == 0, proc.stderr
-    notes = proc.stdout.split("NOTES:", 1)[1]
+    notes = renderer.notes("tls")
     assert "tcp://" not in notes
     assert f"tls://{RELEASE}-default-scheduler.{NAMESPACE}.svc.cluster.local:8786" in notes
     assert f"--tls-secret {SECRET}" in notes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -20,12 +21,14 @@ from tests.conftest import (
 pytestmark = pytest.mark.integration
 
 
-def test_s3_data_in_artifacts_and_checkpoints_out(dask_cluster, s3_server, tmp_path):
+def s3_xgboost_job(s3_server, tmp_path, name: str, checkpoint_every: int) -> tuple[str, Path]:
+    """3 Parquet files uploaded to the moto bucket, and a 25-round XGBoost job config
+    that reads them and writes its run under ``s3://BUCKET/runs/NAME``."""
     fs = s3_server.filesystem()
     local = write_files(classification_frame(10_000), tmp_path / "train", files=3)
-    prefix = f"{s3_server.bucket}/datasets/demo"
+    prefix = f"{s3_server.bucket}/datasets/{name}"
     fs.put(str(local) + "/", prefix + "/", recursive=True)
-    output = f"s3://{s3_server.bucket}/runs/demo"
+    output = f"s3://{s3_server.bucket}/runs/{name}"
     config = write_config(
         tmp_path / "job.yaml",
         {
@@ -34,11 +37,17 @@ def test_s3_data_in_artifacts_and_checkpoints_out(dask_cluster, s3_server, tmp_p
             "storage_options": s3_server.storage_options,
             "xgboost": {
                 "rounds": 25,
-                "checkpoint_every": 10,
+                "checkpoint_every": checkpoint_every,
                 "params": {"objective": "binary:logistic"},
             },
         },
     )
+    return output, config
+
+
+def test_s3_data_in_artifacts_and_checkpoints_out(dask_cluster, s3_server, tmp_path):
+    fs = s3_server.filesystem()
+    output, config = s3_xgboost_job(s3_server, tmp_path, "demo", checkpoint_every=10)
     result = run_cli(
         "train", "xgboost", "--config", str(config), "--scheduler", dask_cluster.address
     )
@@ -125,23 +134,7 @@ def test_s3_resume_trusts_only_checkpoints_matching_their_manifest(
     """A job killed mid-write or bytes altered later: the rerun skips them, says so,
     and resumes from the newest checkpoint that matches its sha256."""
     fs = s3_server.filesystem()
-    local = write_files(classification_frame(10_000), tmp_path / "train", files=3)
-    prefix = f"{s3_server.bucket}/datasets/resume"
-    fs.put(str(local) + "/", prefix + "/", recursive=True)
-    output = f"s3://{s3_server.bucket}/runs/resume"
-    config = write_config(
-        tmp_path / "job.yaml",
-        {
-            "data": {"train": f"s3://{prefix}/", "target": "label"},
-            "output": output,
-            "storage_options": s3_server.storage_options,
-            "xgboost": {
-                "rounds": 25,
-                "checkpoint_every": 5,
-                "params": {"objective": "binary:logistic"},
-            },
-        },
-    )
+    output, config = s3_xgboost_job(s3_server, tmp_path, "resume", checkpoint_every=5)
     args = ("train", "xgboost", "--config", str(config), "--scheduler", dask_cluster.address)
     assert run_cli(*args).returncode == 0
     run = output.removeprefix("s3://")

@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from daskyard.data import SPLIT_COLUMN, ColumnPlan, read_partition
+from daskyard.data import SPLIT_COLUMN, ColumnPlan, DataSource, read_partition
 from daskyard.train.cache import cached
 
 if TYPE_CHECKING:
-    from distributed import Client
     from sklearn.base import BaseEstimator
     from sklearn.preprocessing import StandardScaler
 
@@ -47,6 +46,12 @@ class FileSource:
     storage_options: dict[str, Any]
     columns: ColumnPlan
     split: tuple[int, float] | None  # (seed, fraction) when validation rows come from train
+
+    @classmethod
+    def of(
+        cls, data: DataSource, columns: ColumnPlan, split: tuple[int, float] | None = None
+    ) -> FileSource:
+        return cls(data.format, data.storage_options, columns, split)
 
     def read(self, url: str, index: int) -> pd.DataFrame:
         return read_partition(
@@ -203,13 +208,6 @@ def dumps_model(model: Any) -> bytes:
     import skops.io as sio
 
     return sio.dumps(model)
-
-
-def serialized_on_a_worker(client: Client, model: Any) -> bytes:
-    """The model's skops bytes, made by a worker: workers have imported skops for
-    the checkpoints already, whereas the job's own process would import it for this
-    one call (about 1 s, and 140 MiB)."""
-    return client.submit(dumps_model, model, pure=False).result()
 
 
 def train_rung(
