@@ -70,10 +70,10 @@ def limited_client(workers: int, memory_limit: int) -> Iterator[tuple[LocalClust
     """Like daskyard's embedded cluster, with a per-worker memory limit the nannies enforce."""
     import dask
 
-    from daskyard.cluster import SCHEDULER_HTTP_ROUTES
+    from daskyard.cluster import embedded_cluster_config
 
     with (
-        dask.config.set({"distributed.scheduler.http.routes": SCHEDULER_HTTP_ROUTES}),
+        dask.config.set(embedded_cluster_config()),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=1,

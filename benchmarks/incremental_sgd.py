@@ -106,6 +106,7 @@ def dask_ml_available() -> str | None:
 def run(options: Options) -> BenchmarkResult:
     import pandas as pd
 
+    from daskyard.runner import CHECKPOINT_WRITER
     from daskyard.train.incremental import train_incremental
 
     size = sizes(options)
@@ -114,7 +115,8 @@ def run(options: Options) -> BenchmarkResult:
     counter = iter(range(1_000_000))
     phases: list[dict[str, Any]] = []
     missing = dask_ml_available()
-    warm = ["daskyard.train.incremental", "dask.dataframe", "pyarrow.parquet"]
+    # skops: what daskyard's workers write checkpoints with (a first import).
+    warm = ["daskyard.train.incremental", "dask.dataframe", "pyarrow.parquet", CHECKPOINT_WRITER]
     warm += [] if missing else ["dask_ml.wrappers"]
 
     with options.scratch(NAME) as scratch, embedded_client(warm=warm) as client:

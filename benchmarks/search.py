@@ -75,6 +75,7 @@ def sequential(data: Dataset, candidates: list[dict[str, Any]]) -> dict[int, flo
 
 
 def run(options: Options) -> BenchmarkResult:
+    from daskyard.runner import CHECKPOINT_WRITER
     from daskyard.search import search_incremental
 
     size = sizes(options)
@@ -83,7 +84,9 @@ def run(options: Options) -> BenchmarkResult:
         NAME, TITLE, options.smoke, parameters={**size, "space": SPACE, **PARAMS}
     )
     with options.scratch(NAME) as scratch:
-        with embedded_client(warm=["daskyard.search", "dask.dataframe"]) as client:
+        # skops: what daskyard's workers write checkpoints with (a first import).
+        warm = ["daskyard.search", "dask.dataframe", CHECKPOINT_WRITER]
+        with embedded_client(warm=warm) as client:
             ours = timed(
                 lambda: search_incremental(
                     config(data, size["candidates"], scratch / "run"), client

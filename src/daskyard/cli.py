@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -426,5 +427,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The ``daskyard`` console script: ``main()``, then a prompt exit.
+
+    After a training, tearing the interpreter down (finalising the modules and
+    threads of distributed, XGBoost, pandas and pyarrow) took about 0.9 s on
+    2 cores, a third of the embedded run's fixed cost. By then every output is
+    committed and the embedded cluster is closed, so nothing is left to finalise
+    but the streams. ``main()`` itself returns normally, for callers in Python.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

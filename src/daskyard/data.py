@@ -292,9 +292,12 @@ def _check_features(
     """
     if matrix.size == 0:
         return
-    # A column's float64 sum is finite exactly when the column holds no inf and no NaN
-    # (float32 values cannot overflow it): one pass, no temporary mask of the data.
-    suspects = np.flatnonzero(~np.isfinite(matrix.sum(axis=1, dtype=np.float64)))
+    # A column holding inf or NaN has a non-finite sum (inf and NaN survive every
+    # addition): one pass in the matrix's own dtype, no temporary mask of the data.
+    # A float32 sum can also overflow on finite values; such a column is only a
+    # suspect, checked value by value below. (A float64 sum never overflowed, but
+    # casting every value made the check cost more than the rest of the read.)
+    suspects = np.flatnonzero(~np.isfinite(matrix.sum(axis=1)))
     for index in suspects:
         values = matrix[index]
         missing = not missing_allowed and bool(np.isnan(values).any())

@@ -60,6 +60,10 @@ def _run(
 # Each trainer is imported by name: an XGBoost job need not import scikit-learn's
 # estimators, nor an incremental one XGBoost (seconds of start-up).
 READERS = ("daskyard.data", "pyarrow.parquet")
+# Workers write scikit-learn checkpoints with skops (about 0.8 s to import on a
+# fresh worker, while the job's process imports its trainer; else the first save
+# held up its worker by that long).
+CHECKPOINT_WRITER = "skops.io"
 
 
 def run_xgboost(config: XGBoostJobConfig, stream: TextIO | None = None) -> Any:
@@ -86,7 +90,12 @@ def run_incremental(config: IncrementalJobConfig, stream: TextIO | None = None) 
         lambda r: f"{r.metrics['blocks_seen']} blocks",
         ["model.skops", "metrics.json", "manifest.json"],
         stream,
-        warm=[*READERS, "daskyard.train.blocks", _estimator_module(config.incremental.estimator)],
+        warm=[
+            *READERS,
+            "daskyard.train.blocks",
+            _estimator_module(config.incremental.estimator),
+            CHECKPOINT_WRITER,
+        ],
     )
 
 
@@ -108,7 +117,12 @@ def run_search(config: SearchJobConfig, stream: TextIO | None = None) -> Any:
         _best,
         ["model.skops", "results.json", "metrics.json", "manifest.json"],
         stream,
-        warm=[*READERS, "daskyard.train.blocks", _estimator_module(config.search.estimator)],
+        warm=[
+            *READERS,
+            "daskyard.train.blocks",
+            _estimator_module(config.search.estimator),
+            CHECKPOINT_WRITER,
+        ],
     )
 
 

@@ -329,22 +329,34 @@ class RungRunner:
         """Every candidate trained up to ``budget`` blocks and scored; best first."""
         pending = list(candidates)
         while pending:
-            submitted, retry, lost = [], [], None
-            starts = [c for c in pending if not isinstance(c.model, Future)]
+            starts, retry, lost = [], [], None
+            for candidate in pending:
+                if isinstance(candidate.model, Future):  # trained in the previous rung
+                    try:
+                        candidate.model = candidate.model.result()  # a few KiB
+                    except Exception as exc:
+                        if not self.recovery.is_loss(exc):
+                            raise
+                        retry.append(candidate)
+                        lost = exc
+                        continue
+                starts.append(candidate)
             try:
-                # Scattered, not put into the tasks: dask would silently replay a lost
-                # candidate's earlier rungs, whereas a lost scattered start surfaces and
-                # the candidate restarts from its checkpoint. One round trip for all.
+                # Every rung starts from models scattered here, in one round trip, which
+                # spreads them over the workers in turn; each task runs next to its
+                # model. Left where they were trained, a rung's models often sat 4 and
+                # 2 on two workers, and the rung waited for the busier one. Scattered,
+                # not put into the tasks: dask would silently replay a lost candidate's
+                # earlier rungs, whereas a lost scattered start surfaces and the
+                # candidate restarts from its checkpoint.
                 scattered = self.client.scatter([c.model for c in starts]) if starts else []
                 for candidate, model in zip(starts, scattered, strict=True):
                     candidate.model = model
             except Exception as exc:  # the scatter met a worker on its way out
                 if not self.recovery.is_loss(exc):
                     raise
-                retry, lost = starts, exc
-            for candidate in pending:
-                if isinstance(candidate.model, Future):  # not a start whose scatter failed
-                    submitted.append((candidate, *self._submit(candidate, budget)))
+                retry, lost, starts = retry + starts, exc, []
+            submitted = [(c, *self._submit(c, budget)) for c in starts]
             for candidate, scored, saved in submitted:
                 try:
                     validation = scored.result()

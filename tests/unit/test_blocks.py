@@ -79,6 +79,7 @@ def test_loaded_block_holds_scaled_training_rows_only(tmp_path):
     frame = reader.read(path, 0)
     train = frame[~frame[SPLIT_COLUMN]]
     np.testing.assert_array_equal(inputs, scaler.transform(train[FEATURES]))
+    assert inputs.dtype == np.float32 and inputs.flags.c_contiguous  # as partial_fit wants it
     np.testing.assert_array_equal(target, train["label"].to_numpy())
     assert 100 < len(target) < 300
 

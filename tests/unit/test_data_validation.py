@@ -122,6 +122,17 @@ def test_first_bad_feature_column_is_reported_with_its_first_bad_row():
         prepare_partition(frame.assign(a=1.0), "x", 0, strict, None)
 
 
+def test_large_finite_features_whose_float32_sum_overflows_are_accepted():
+    # The inf/NaN check sums each column in float32: a sum that overflows on finite
+    # values makes the column a suspect, which the value-by-value check then clears.
+    big = float(np.finfo(np.float32).max) / 2
+    frame = pd.DataFrame({"a": [big] * 4, "b": [-big] * 4, "label": [0, 1, 0, 1]})
+    wide = plan(schemas=[("f0.parquet", {**SCHEMA, "b": "float64"})])
+    assert np.isinf(frame[["a", "b"]].to_numpy(dtype=np.float32).sum(axis=0)).all()
+    out = prepare_partition(frame, "x", 0, wide, None)
+    assert np.isfinite(out[["a", "b"]].to_numpy()).all()
+
+
 def test_missing_feature_values_stay_nan_where_allowed():
     frame = pd.DataFrame(
         {"a": [1.0, np.nan], "b": pd.array([1, None], dtype="Int64"), "label": [0, 1]}
