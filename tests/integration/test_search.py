@@ -123,3 +123,55 @@ def test_bad_search_input_exits_2(extra, message, dask_cluster, noisy_problem, t
     assert result.returncode == 2, result.stderr
     assert message in result.first_error_line
     assert "Traceback" not in result.stderr
+
+
+def test_every_rung_spreads_its_candidates_evenly_over_the_workers(noisy_problem, tmp_path):
+    # A task runs next to its model: left where the previous rung trained them, the
+    # survivors of a rung could all sit on one worker while the other idled. Work
+    # stealing sometimes evens that out afterwards; without it, placement alone shows.
+    import dask
+    from dask.utils import key_split
+    from distributed import Client, get_task_stream
+
+    from daskyard.cluster import embedded_cluster
+    from daskyard.config import DataConfig, SearchConfig, SearchJobConfig
+    from daskyard.search import search_incremental
+
+    config = SearchJobConfig(
+        data=DataConfig(
+            train=str(noisy_problem / "train"),
+            validation=str(noisy_problem / "valid"),
+            target="label",
+        ),
+        output=str(tmp_path / "search"),
+        search=SearchConfig(
+            estimator="sklearn.linear_model.SGDClassifier",
+            params={"random_state": 0},
+            space={"alpha": "loguniform:1e-6:1", "penalty": "choice:l2,l1"},
+            candidates=16,
+        ),
+    )
+    with (
+        dask.config.set({"distributed.scheduler.work-stealing": False}),
+        embedded_cluster(2) as cluster,
+        Client(cluster) as client,
+    ):
+        client.wait_for_workers(2)
+        with get_task_stream(client) as stream:
+            result = search_incremental(config, client)
+    schedule = [rung["candidates"] for rung in result.manifest["search"]["schedule"]]
+    assert schedule == [16, 6, 2]
+    trainings = sorted(
+        (start["start"], task["worker"])
+        for task in stream.data
+        if key_split(task["key"]) == "train_rung"
+        for start in task["startstops"]
+        if start["action"] == "compute"
+    )
+    assert len(trainings) == sum(schedule)
+    first = 0
+    for size in schedule:  # rungs run one after another, so start times group them
+        workers = [worker for _, worker in trainings[first : first + size]]
+        first += size
+        counts = sorted(workers.count(w) for w in set(workers))
+        assert len(counts) == 2 and counts[-1] - counts[0] <= 1, (size, counts)
