@@ -73,7 +73,7 @@ def limited_client(workers: int, memory_limit: int) -> Iterator[tuple[LocalClust
     from daskyard.cluster import embedded_cluster_config
 
     with (
-        dask.config.set(embedded_cluster_config()),
+        dask.config.set(embedded_cluster_config(workers, memory_limit)),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=1,

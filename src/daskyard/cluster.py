@@ -57,23 +57,35 @@ QUIET_CLUSTER_CONFIG: dict[str, Any] = {
 # mmap threshold at 128 KiB, so every larger temporary (a column, a block, a
 # prediction) is a fresh mmap whose pages fault in on first touch and are unmapped
 # on free. Page faults dominate array code then: scoring 200k rows on a worker took
-# 28 ms, 13 ms with these (the same call in a plain process: 18 ms), and a block's
-# scaling and row-major copy 15 -> 8 ms. Temporaries below 32 MiB now come from
-# the heap and up to 64 MiB of free heap is kept per arena: about +30 MiB of
-# resident memory per worker here, which dask counts as unmanaged memory.
-WORKER_MALLOC_ENVIRON: dict[str, int] = {
-    "MALLOC_MMAP_THRESHOLD_": 32 << 20,
-    "MALLOC_TRIM_THRESHOLD_": 64 << 20,
-}
+# 28 ms, 13 ms with temporaries below 32 MiB kept in the heap (the same call in a
+# plain process: 18 ms), and a block's scaling and row-major copy 15 -> 8 ms. The
+# heap then keeps some freed memory, which dask counts as unmanaged: the thresholds
+# are a share of the worker's memory limit (a 1 GiB worker streaming 28 MiB blocks
+# peaked at 0.63 of its limit with the 12 GiB worker's thresholds, 0.52 before).
+MALLOC_TRIM_SHARE = 1 / 128  # of the memory limit, at most 64 MiB
+MALLOC_MMAP_MAX = 32 << 20  # glibc's own upper bound on 64-bit
 
 
-def embedded_cluster_config() -> dict[str, Any]:
-    """The dask configuration an embedded cluster runs with (worker processes take it
-    with them when they are spawned)."""
+def worker_malloc_environ(memory_limit: int) -> dict[str, int]:
+    """``MALLOC_*`` variables for a worker process with this memory limit (bytes)."""
+    trim = int(min(64 << 20, max(1 << 20, memory_limit * MALLOC_TRIM_SHARE)))
+    return {
+        "MALLOC_TRIM_THRESHOLD_": trim,
+        "MALLOC_MMAP_THRESHOLD_": min(MALLOC_MMAP_MAX, trim // 2),
+    }
+
+
+def embedded_cluster_config(workers: int, memory_limit: int | None = None) -> dict[str, Any]:
+    """The dask configuration an embedded cluster of ``workers`` processes runs with
+    (spawned workers take it with them). ``memory_limit`` per worker, in bytes;
+    default: distributed's, the machine's memory shared out."""
+    from distributed.system import MEMORY_LIMIT
+
+    limit = memory_limit or MEMORY_LIMIT // max(1, workers)
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     return {
         "distributed.scheduler.http.routes": SCHEDULER_HTTP_ROUTES,
-        "distributed.nanny.pre-spawn-environ": {**environ, **WORKER_MALLOC_ENVIRON},
+        "distributed.nanny.pre-spawn-environ": {**environ, **worker_malloc_environ(limit)},
         **QUIET_CLUSTER_CONFIG,
     }
 
@@ -209,7 +221,7 @@ def embedded_cluster(
     """
     workers = n_workers or os.cpu_count() or 1
     with (
-        dask.config.set(embedded_cluster_config()),
+        dask.config.set(embedded_cluster_config(workers)),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=threads,

@@ -35,6 +35,7 @@ from daskyard.artifacts import (
 from daskyard.checkpoints import CheckpointStore
 from daskyard.cluster import infrastructure_errors
 from daskyard.config import SearchJobConfig, parse_param, resolved
+from daskyard.data import DataPlan
 from daskyard.errors import ConfigError, InfrastructureError
 from daskyard.estimators import build_estimator, resolve_estimator
 from daskyard.recovery import Recovery
@@ -187,7 +188,21 @@ def search_incremental(
     for params in sampled:
         build_estimator(estimator_cls, {**settings.params, **params}, settings.estimator)
 
-    prepared = prepare_stream(client, config, settings, hold_out_files=True)
+    identities: list[str] = []  # the run id, known once the data is planned
+
+    def cache_run(plan: DataPlan) -> str:
+        identities.append(search_run_id(config, plan.fingerprint))
+        return identities[-1]
+
+    try:
+        # The first pass leaves the files it read in the workers' block caches.
+        prepared = prepare_stream(
+            client, config, settings, hold_out_files=True, cache_run=cache_run
+        )
+    except BaseException:
+        for run in identities:
+            _forget(client, run)
+        raise
     plan, spec, classifier = prepared.plan, prepared.spec, prepared.classifier
     metric = "accuracy" if classifier else "r2"
     files = plan.train.files
@@ -202,7 +217,7 @@ def search_incremental(
         f"on {len(plan.validation.files)} file(s)",
     )
 
-    run_id = "search-" + stable_hash({"config": resolved(config), "data": plan.fingerprint})
+    run_id = search_run_id(config, plan.fingerprint)
     checkpoints = join_url(config.checkpoint_url, run_id)
 
     def fresh(candidate: Candidate) -> BaseEstimator:
@@ -243,9 +258,7 @@ def search_incremental(
     except infrastructure_errors() as exc:
         raise _lost(exc) from None
     finally:
-        # The workers' cached blocks of this run (a shared cluster outlives the job).
-        with contextlib.suppress(Exception):
-            client.run(forget, run_id)
+        _forget(client, run_id)
     timings.lap("search")
 
     best_metrics = winner.scores[-1]["validation"]
@@ -296,6 +309,17 @@ def search_incremental(
         config.storage_options,
     )
     return SearchResult(pipeline, metrics, results, manifest, config.output)
+
+
+def search_run_id(config: SearchJobConfig, fingerprint: str) -> str:
+    """Names the search's checkpoints and its blocks in the workers' caches."""
+    return "search-" + stable_hash({"config": resolved(config), "data": fingerprint})
+
+
+def _forget(client: Client, run: str) -> None:
+    """Drop the run's blocks from the workers' caches (a shared cluster outlives the job)."""
+    with contextlib.suppress(Exception):
+        client.run(forget, run)
 
 
 def block_sequence(files: int, blocks: int, seed: int) -> list[int]:

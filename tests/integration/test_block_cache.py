@@ -88,3 +88,54 @@ def test_a_search_leaves_no_blocks_in_the_workers_caches(dask_cluster, small_dat
     with Client(dask_cluster.address) as client:
         _, cached_keys = worker_side()
         assert set(client.run(cached_keys).values()) == {0}
+
+
+def test_a_search_reads_each_file_once_per_worker_reusing_its_first_pass(small_dataset, tmp_path):
+    # The first pass reads every file on some worker; that worker's first load of
+    # the block for a rung scales the kept read instead of reading the file again.
+    from distributed import Client
+
+    from daskyard.cluster import embedded_cluster
+    from daskyard.config import DataConfig, SearchConfig, SearchJobConfig
+    from daskyard.search import search_incremental
+
+    def count_reads() -> None:
+        import collections
+
+        from daskyard.train import blocks
+
+        reads: collections.Counter = collections.Counter()
+        original = blocks.FileSource.read
+
+        def counted(self, url: str, index: int):
+            reads[url] += 1
+            return original(self, url, index)
+
+        blocks.FileSource.read = counted
+        blocks.reads_seen = reads
+
+    def reads_seen() -> dict[str, int]:
+        from daskyard.train import blocks
+
+        return dict(blocks.reads_seen)
+
+    config = SearchJobConfig(
+        data=DataConfig(train=str(small_dataset), target="label"),
+        output=str(tmp_path / "search"),
+        search=SearchConfig(
+            estimator="sklearn.linear_model.SGDClassifier",
+            space={"alpha": "loguniform:1e-5:1e-1"},
+            candidates=6,
+        ),
+    )
+    with embedded_cluster(2) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2)
+        client.run(count_reads)
+        result = search_incremental(config, client)
+        seen = client.run(reads_seen)
+    files = result.manifest["data"]["train_files"] + result.manifest["data"]["validation_files"]
+    every_read = [count for per_worker in seen.values() for count in per_worker.values()]
+    # Both workers train first-rung candidates, so both load the first blocks: without
+    # the kept reads, the worker that summarised such a file read it a second time.
+    assert max(every_read) == 1
+    assert len(set().union(*seen.values())) == files  # the first pass read every one

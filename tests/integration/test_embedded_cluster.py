@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from distributed import Client
+from distributed.system import MEMORY_LIMIT
 
-from daskyard.cluster import WORKER_MALLOC_ENVIRON, embedded_cluster
+from daskyard.cluster import embedded_cluster, worker_malloc_environ
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ def test_embedded_workers_run_without_profiling_and_with_the_malloc_settings():
     assert len(settings) == 2
     for found in settings.values():
         assert found["environ"] == {
-            **{name: str(value) for name, value in WORKER_MALLOC_ENVIRON.items()},
+            **{k: str(v) for k, v in worker_malloc_environ(MEMORY_LIMIT // 2).items()},
             "OMP_NUM_THREADS": "1",  # distributed's own pre-spawn settings stay
         }
         assert found["profile"] is False

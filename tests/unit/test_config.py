@@ -137,3 +137,16 @@ def test_embedded_cluster_shape_follows_the_job_unless_workers_are_given():
     assert embedded_shape(None, threaded=True) == EmbeddedShape(1, cores, processes=False)
     assert embedded_shape(None, threaded=False) == EmbeddedShape(cores, 1, processes=True)
     assert embedded_shape(3, threaded=True) == EmbeddedShape(3, 1, processes=True)
+
+
+def test_worker_malloc_thresholds_are_a_share_of_the_memory_limit_within_glibc_bounds():
+    from daskyard.cluster import worker_malloc_environ
+
+    mib = 1 << 20
+    assert worker_malloc_environ(1024 * mib) == {
+        "MALLOC_TRIM_THRESHOLD_": 8 * mib,
+        "MALLOC_MMAP_THRESHOLD_": 4 * mib,
+    }
+    large = worker_malloc_environ(12 * 1024 * mib)
+    assert large == {"MALLOC_TRIM_THRESHOLD_": 64 * mib, "MALLOC_MMAP_THRESHOLD_": 32 * mib}
+    assert worker_malloc_environ(16 * mib)["MALLOC_TRIM_THRESHOLD_"] == mib

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from daskyard.data import SPLIT_COLUMN, ColumnPlan, DataSource, read_partition
-from daskyard.train.cache import cached
+from daskyard.train.cache import cached, keep, take
 
 if TYPE_CHECKING:
     from sklearn.base import BaseEstimator
@@ -91,16 +91,34 @@ def _scaled(features: pd.DataFrame, scaler: StandardScaler) -> np.ndarray:
 # ---------------------------------------------------------------- the first pass
 
 
+def _read_kept(url: str, index: int, source: FileSource, run: str | None) -> pd.DataFrame:
+    """Read one file; with ``run``, also keep it in this worker's cache for ``_load``."""
+    frame = source.read(url, index)
+    if run is not None:
+        keep(run, _raw_key(url, index), frame)
+    return frame
+
+
+def _raw_key(url: str, index: int) -> str:
+    return f"read:{index}:{url}"
+
+
 def file_summary(
-    url: str, index: int, source: FileSource, want_classes: bool, want_moments: bool
+    url: str,
+    index: int,
+    source: FileSource,
+    want_classes: bool,
+    want_moments: bool,
+    run: str | None = None,
 ) -> dict[str, Any]:
     """One file's row counts, labels and per-feature moments, from one read.
 
     Moments are the mean and the sum of squared deviations (M2) of the training
     rows, in float64, which ``combine_summaries`` merges exactly (Chan et al.)
-    instead of the cancellation-prone sum of squares.
+    instead of the cancellation-prone sum of squares. With ``run``, the read file
+    stays in this worker's cache for that run's first load of it.
     """
-    frame = source.read(url, index)
+    frame = _read_kept(url, index, source, run)
     rows = _rows(frame, validation=False)
     out: dict[str, Any] = {"rows": len(frame), "train_rows": len(rows)}
     if want_classes:
@@ -158,20 +176,28 @@ def combine_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return combined
 
 
-def count_rows(url: str, index: int, source: FileSource) -> int:
+def count_rows(url: str, index: int, source: FileSource, run: str | None = None) -> int:
     """Rows of a validation file, read and checked now so a bad file fails before training."""
-    return len(source.read(url, index))
+    return len(_read_kept(url, index, source, run))
 
 
 # ---------------------------------------------------------------- training steps
 
 
 def load_block(
-    url: str, index: int, source: FileSource, spec: BlockSpec, validation: bool = False
+    url: str,
+    index: int,
+    source: FileSource,
+    spec: BlockSpec,
+    validation: bool = False,
+    frame: pd.DataFrame | None = None,
 ) -> tuple[Any, np.ndarray]:
-    """A file's training (or validation) rows as model input: read, checked and scaled
-    on the loading worker, so the serial chain of fits only runs ``partial_fit``."""
-    rows = _rows(source.read(url, index), validation=validation)
+    """A file's training (or validation) rows as model input: read (unless ``frame``
+    holds it, read and checked already), checked and scaled on the loading worker,
+    so the serial chain of fits only runs ``partial_fit``."""
+    if frame is None:
+        frame = source.read(url, index)
+    rows = _rows(frame, validation=validation)
     return _inputs(rows, spec), rows[spec.target].to_numpy()
 
 
@@ -179,7 +205,8 @@ def _load(
     run: str | None, url: str, index: int, source: FileSource, spec: BlockSpec, validation: bool
 ) -> tuple[Any, np.ndarray]:
     def load() -> tuple[Any, np.ndarray]:
-        return load_block(url, index, source, spec, validation)
+        kept = take(run, _raw_key(url, index)) if run is not None else None
+        return load_block(url, index, source, spec, validation, frame=kept)
 
     if run is None:
         return load()

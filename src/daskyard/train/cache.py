@@ -8,6 +8,10 @@ within a share of its memory limit. (dask-ml's searches hold the whole data set
 in cluster memory instead; this keeps the bound, so a data set larger than the
 cluster still streams, reading again what does not fit.)
 
+A search's first pass leaves each file it read here too (``keep``), as read and
+checked: the worker that loads that block for the first rung scales it from
+memory instead of reading the file again (``take``).
+
 Streaming training reads each block once per epoch and does not use it.
 """
 
@@ -68,6 +72,19 @@ def cached(run: str, key: str, load: Callable[[], Any]) -> Any:
     value = load()
     lru[run, key] = value  # a value larger than the whole budget is evicted at once
     return value
+
+
+def keep(run: str, key: str, value: Any) -> None:
+    """Keep ``value`` under ``(run, key)`` for a later ``take``, while it fits."""
+    lru = _lru()
+    if lru is not None:
+        lru[run, key] = value
+
+
+def take(run: str, key: str) -> Any | None:
+    """The value kept under ``(run, key)``, no longer kept; None if there is none."""
+    lru = _state.get("lru")
+    return None if lru is None else lru.pop((run, key), None)
 
 
 def forget(run: str) -> int:

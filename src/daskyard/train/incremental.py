@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
@@ -60,10 +61,15 @@ class IncrementalResult:
 
 
 def first_pass(
-    client: Client, plan: DataPlan, want_classes: bool, want_scaler: bool
+    client: Client,
+    plan: DataPlan,
+    want_classes: bool,
+    want_scaler: bool,
+    run: str | None = None,
 ) -> tuple[dict[str, int], tuple[Any, ...] | None, StandardScaler | None]:
     """One read of every file on the workers, one task per file: row counts, classes and
-    scaling moments, merged here."""
+    scaling moments, merged here. With ``run``, each worker keeps the files it read
+    in its block cache under that run (see ``daskyard.train.cache``)."""
     train = FileSource.of(plan.train, plan.columns, plan.split)
     files = list(plan.train.files)
     summaries = client.map(
@@ -73,6 +79,7 @@ def first_pass(
         source=train,
         want_classes=want_classes,
         want_moments=want_scaler,
+        run=run,
         pure=False,
     )
     counted = []
@@ -83,6 +90,7 @@ def first_pass(
             list(valid.files),
             range(len(valid.files)),
             source=FileSource.of(valid, plan.columns),
+            run=run,
             pure=False,
         )
     summary = combine_summaries(client.gather(summaries))
@@ -174,12 +182,15 @@ def prepare_stream(
     settings: Any,
     params: dict[str, Any] | None = None,
     hold_out_files: bool = False,
+    cache_run: Callable[[DataPlan], str] | None = None,
 ) -> Prepared:
     """Check the estimator (before any work), plan the data, run the first pass.
 
     ``settings`` carries estimator, params, classes, scale and allowed_packages.
     With ``hold_out_files``, a seeded share of whole files becomes the validation
     set when none is given, so evaluating many models reads only those files.
+    With ``cache_run``, the first pass leaves the files it read in the workers'
+    block caches under ``cache_run(plan)``, for a job that reads through them.
     """
     estimator_cls = resolve_estimator(settings.estimator, settings.allowed_packages)
     estimator = build_estimator(
@@ -203,7 +214,8 @@ def prepare_stream(
     scale = settings.scale if settings.scale is not None else is_linear_model(estimator)
     want_classes = classifier and settings.classes is None
     try:
-        rows, classes, scaler = first_pass(client, plan, want_classes, scale)
+        run = cache_run(plan) if cache_run is not None else None
+        rows, classes, scaler = first_pass(client, plan, want_classes, scale, run)
     except infrastructure_errors() as exc:
         raise _lost(exc) from None
     check_rows(rows, plan, config.data)
