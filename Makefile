@@ -44,7 +44,8 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[bench]'
 	touch $@
 
-# Full sizes, about 15 minutes on 2 cores; BENCH_ARGS=--smoke for seconds.
+# Full sizes, about 10 minutes on 2 cores (generating the data first: about 4 more);
+# BENCH_ARGS=--smoke for seconds.
 BENCH_ARGS ?=
 bench: venv $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -38,8 +38,6 @@ SCHEDULER_HTTP_ROUTES = [
     "distributed.http.statics",
     "distributed.http.scheduler.api",
 ]
-# Packages that must be identical on client, scheduler and workers. distributed
-# reads versions from distribution metadata, so these are distribution names.
 # What an embedded cluster turns down, measured on 2 cores (xgboost.dask, 2 workers x
 # 1 thread, 2M rows, 100 rounds, three alternated runs each: 41.7/38.2/42.4 s with
 # distributed's defaults, 33.6/35.7/37.0 s without). Dask's statistical profiler
@@ -90,6 +88,8 @@ def embedded_cluster_config(workers: int, memory_limit: int | None = None) -> di
     }
 
 
+# Packages that must be identical on client, scheduler and workers. distributed
+# reads versions from distribution metadata, so these are distribution names.
 VERSION_PACKAGES = ["python", "dask", "distributed", "xgboost", "scikit-learn", "numpy", "pandas"]
 EXTRA_PACKAGES = ["xgboost", "scikit-learn", "pyarrow"]
 

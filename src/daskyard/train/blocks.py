@@ -95,11 +95,11 @@ def _read_kept(url: str, index: int, source: FileSource, run: str | None) -> pd.
     """Read one file; with ``run``, also keep it in this worker's cache for ``_load``."""
     frame = source.read(url, index)
     if run is not None:
-        keep(run, _raw_key(url, index), frame)
+        keep(run, _read_key(url, index), frame)
     return frame
 
 
-def _raw_key(url: str, index: int) -> str:
+def _read_key(url: str, index: int) -> str:
     return f"read:{index}:{url}"
 
 
@@ -205,7 +205,7 @@ def _load(
     run: str | None, url: str, index: int, source: FileSource, spec: BlockSpec, validation: bool
 ) -> tuple[Any, np.ndarray]:
     def load() -> tuple[Any, np.ndarray]:
-        kept = take(run, _raw_key(url, index)) if run is not None else None
+        kept = take(run, _read_key(url, index)) if run is not None else None
         return load_block(url, index, source, spec, validation, frame=kept)
 
     if run is None:
