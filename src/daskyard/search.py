@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -356,14 +357,12 @@ class RungRunner:
             starts, retry, lost = [], [], None
             for candidate in pending:
                 if isinstance(candidate.model, Future):  # trained in the previous rung
-                    try:
-                        candidate.model = candidate.model.result()  # a few KiB
-                    except Exception as exc:
-                        if not self.recovery.is_loss(exc):
-                            raise
+                    model, error = self._outcome(candidate.model)  # a few KiB
+                    if error is not None:
                         retry.append(candidate)
-                        lost = exc
+                        lost = error
                         continue
+                    candidate.model = model
                 starts.append(candidate)
             try:
                 # Every rung starts from models scattered here, in one round trip, which
@@ -373,7 +372,7 @@ class RungRunner:
                 # not put into the tasks: dask would silently replay a lost candidate's
                 # earlier rungs, whereas a lost scattered start surfaces and the
                 # candidate restarts from its checkpoint.
-                scattered = self.client.scatter([c.model for c in starts]) if starts else []
+                scattered = self._scatter([c.model for c in starts]) if starts else []
                 for candidate, model in zip(starts, scattered, strict=True):
                     candidate.model = model
             except Exception as exc:  # the scatter met a worker on its way out
@@ -382,14 +381,12 @@ class RungRunner:
                 retry, lost, starts = retry + starts, exc, []
             submitted = [(c, *self._submit(c, budget)) for c in starts]
             for candidate, scored, saved in submitted:
-                try:
-                    validation = scored.result()
-                    saved.result()
-                except Exception as exc:
-                    if not self.recovery.is_loss(exc):
-                        raise
+                validation, error = self._outcome(scored)
+                if error is None:
+                    _, error = self._outcome(saved)
+                if error is not None:
                     retry.append(candidate)
-                    lost = exc
+                    lost = error
                     continue
                 candidate.blocks = budget
                 candidate.scores.append({"rung": rung, "blocks": budget, "validation": validation})
@@ -406,6 +403,32 @@ class RungRunner:
             return (math.isnan(value), sign * value)  # a diverged (NaN) model ranks last
 
         return sorted(candidates, key=rank)
+
+    def _scatter(self, models: list[BaseEstimator], tries: int = 3) -> list[Future]:
+        """Scatter the models, again while the workers change under it.
+
+        An autoscaler retires workers between rungs, when the queue is short: a
+        scatter that raced a retirement is refused by the scheduler with the
+        departed worker's address (KeyError) or breaks on its comm. The models are
+        still here, so another scatter to the workers there are now is enough.
+        """
+        for attempt in range(1, tries):
+            try:
+                return self.client.scatter(models)
+            except Exception as exc:
+                if not (isinstance(exc, KeyError) or self.recovery.is_loss(exc)):
+                    raise
+                time.sleep(0.2 * attempt)
+        return self.client.scatter(models)  # the last try's failure is the caller's
+
+    def _outcome(self, future: Future) -> tuple[Any, BaseException | None]:
+        """The future's result, or the lost worker that took it (other errors raise)."""
+        try:
+            return future.result(), None
+        except Exception as exc:
+            if not self.recovery.is_loss(exc):
+                raise
+            return None, exc
 
     def _submit(self, candidate: Candidate, budget: int) -> tuple[Future, Future]:
         source = self.plan.train
