@@ -27,6 +27,11 @@ class Options:
         """``full`` rows times ``scale``, or ``smoke`` rows in smoke mode."""
         return max(minimum, smoke if self.smoke else round(full * self.scale))
 
+    def repeats(self, at_full_size: int) -> int:
+        """Best of how many: ``--repeat`` when given above 1 (or in smoke mode), else the
+        benchmark's own default at full size (the cheap or noisy ones take more)."""
+        return self.repeat if self.smoke or self.repeat > 1 else at_full_size
+
     @contextlib.contextmanager
     def scratch(self, name: str) -> Iterator[Path]:
         """A temporary folder for a benchmark's outputs, removed afterwards."""

@@ -74,7 +74,7 @@ def cluster_seconds() -> float:
 
 def run(options: Options) -> BenchmarkResult:
     size = sizes(options)
-    repeat = options.repeat if options.smoke or options.repeat > 1 else 3  # cheap: best of 3
+    repeat = options.repeats(3)  # cheap: best of 3
     data = dataset_of(options, size)
     params = {"objective": "binary:logistic", "max_depth": size["max_depth"], "eta": 0.1}
     rounds = size["rounds"]

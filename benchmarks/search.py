@@ -81,7 +81,7 @@ def run(options: Options) -> BenchmarkResult:
 
     size = sizes(options)
     data = dataset_of(options, size)
-    repeat = options.repeat if options.smoke or options.repeat > 1 else 3  # cheap: best of 3
+    repeat = options.repeats(3)  # cheap: best of 3
     result = BenchmarkResult(
         NAME,
         TITLE,

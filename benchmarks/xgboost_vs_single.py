@@ -152,7 +152,7 @@ def run(options: Options) -> BenchmarkResult:
     params, rounds = xgb_params(size), size["rounds"]
     # Best of 2 at full size (about 3 min a round): single runs of the same contender
     # here differed by up to 15% from one round to the next.
-    repeat = options.repeat if options.smoke or options.repeat > 1 else 2
+    repeat = options.repeats(2)
     result = BenchmarkResult(
         NAME, TITLE, options.smoke, parameters={**size, **params, "repeat": repeat}
     )
