@@ -12,6 +12,8 @@ from pathlib import Path
 
 from distributed import Client, LocalCluster
 
+from daskyard.imports import import_all
+
 WORKERS = 2  # the issue's machine: 2 cores, so 2 workers x 1 thread vs 2 threads
 
 
@@ -44,20 +46,14 @@ class Options:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _import_all(modules: list[str]) -> None:
-    import importlib
-
-    for module in modules:
-        importlib.import_module(module)
-
-
 @contextlib.contextmanager
 def embedded_client(
     workers: int = WORKERS, warm: Sequence[str] = (), threads: int = 1, processes: bool = True
 ) -> Iterator[Client]:
     """daskyard's own embedded cluster (worker processes, one thread each by default).
 
-    ``warm`` modules are imported on every worker before the client is handed out,
+    ``warm`` modules are imported on every worker before the client is handed out
+    (the way daskyard's own runs import them: see daskyard.imports),
     so that no contender pays (or is spared) the first import of a library on the
     workers: that one-off cost is the overhead benchmark's subject, not a ratio's.
     """
@@ -66,7 +62,7 @@ def embedded_client(
     with embedded_cluster(workers, threads, processes) as cluster, Client(cluster) as client:
         client.wait_for_workers(workers, timeout=60)
         if warm:
-            client.run(_import_all, list(warm))
+            client.run(import_all, list(warm))
         yield client
 
 

@@ -5,8 +5,10 @@ trained booster (each contender reads, builds its matrices and trains, with the
 validation set evaluated every round as daskyard does). The daskyard figure runs
 ``train_xgboost`` on an already running embedded cluster (data loading and
 validation, training, checkpoints and artifacts included); the CLI figure is the
-whole ``daskyard train xgboost`` process, embedded cluster start included. A
-straightforward ``xgboost.dask`` run on the same cluster is reported for reference.
+whole ``daskyard train xgboost --local-workers 2`` process, embedded cluster start
+included. Reported for reference: the CLI without that flag (its default on one
+machine: one in-process worker with every core) and a straightforward
+``xgboost.dask`` run on the same cluster.
 """
 
 from __future__ import annotations
@@ -167,9 +169,10 @@ def run(options: Options) -> BenchmarkResult:
             daskyard_timings.append(trained.manifest["timings"]["seconds"])
             return trained.booster
 
-        def daskyard_cli():
+        def daskyard_cli(workers: int | None = WORKERS):
             output = scratch / f"cli-{next(counter)}"
-            run_cli(cli_args(data, params, rounds, output), timeout=1800, log=scratch / "cli.log")
+            args = cli_args(data, params, rounds, output, workers)
+            run_cli(args, timeout=1800, log=scratch / "cli.log")
             return xgboost.Booster(model_file=str(output / "model.ubj"))
 
         runs = alternate(
@@ -177,6 +180,7 @@ def run(options: Options) -> BenchmarkResult:
                 "single": lambda: train_single(data, params, rounds),
                 "daskyard": daskyard_api,
                 "daskyard_cli": daskyard_cli,
+                "daskyard_cli_default": lambda: daskyard_cli(workers=None),
                 "xgboost_dask": lambda: train_xgboost_dask(client, data, params, rounds),
             },
             repeat,
@@ -203,6 +207,13 @@ def run(options: Options) -> BenchmarkResult:
             single,
             TARGET_CLI,
         ),
+        # What `daskyard train xgboost` does without --local-workers on one machine:
+        # one in-process worker with every core (same total threads, no allreduce).
+        Check.ratio(
+            "daskyard CLI, default cluster / single time",
+            result.timings["daskyard_cli_default"],
+            single,
+        ),
         Check.ratio(
             "xgboost.dask / single time",
             result.timings["xgboost_dask"],
@@ -217,6 +228,12 @@ def run(options: Options) -> BenchmarkResult:
         Check.gap(
             "AUC gap: CLI vs single",
             result.scores["auc_daskyard_cli"],
+            result.scores["auc_single"],
+            TARGET_AUC,
+        ),
+        Check.gap(
+            "AUC gap: CLI default cluster vs single",
+            result.scores["auc_daskyard_cli_default"],
             result.scores["auc_single"],
             TARGET_AUC,
         ),

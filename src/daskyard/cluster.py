@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from distributed.security import Security
 
 from daskyard.config import ClusterConfig, TLSConfig
 from daskyard.errors import ConfigError, InfrastructureError
+from daskyard.imports import import_all
 
 # What the Dask operator's DaskAutoscaler polls (and retire_workers, which it POSTs).
 ADAPTIVE_TARGET_PATH = "/api/v1/adaptive_target"
@@ -138,15 +138,11 @@ def connect(
 
 async def import_modules(modules: list[str]) -> None:
     """Runs on a worker (a coroutine: Client.run does not wait for it); the imports
-    take a thread, not the worker's event loop. A module that fails to import fails
-    later, where a task uses it."""
+    take a thread, not the worker's event loop, and run with the garbage collector
+    paused (see daskyard.imports). A module that fails to import fails later,
+    where a task uses it."""
 
-    def load() -> None:
-        for module in modules:
-            with contextlib.suppress(Exception):
-                importlib.import_module(module)
-
-    await asyncio.to_thread(load)
+    await asyncio.to_thread(import_all, modules, strict=False)
 
 
 def _connect_remote(address: str, timeout: float, tls: TLSConfig | None) -> Client:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -12,6 +12,7 @@ from daskyard import progress
 from daskyard.artifacts import join_url
 from daskyard.cluster import connect
 from daskyard.config import IncrementalJobConfig, JobConfig, SearchJobConfig, XGBoostJobConfig
+from daskyard.imports import import_all
 
 
 def describe_cluster(client: Client, embedded: bool) -> str:
@@ -48,7 +49,8 @@ def _run(
     embedded = config.cluster.scheduler is None
     with connect(config.cluster, threaded=threaded, warm=warm) as client:
         module, _, name = trainer.partition(":")
-        train = getattr(importlib.import_module(module), name)
+        import_all([module])
+        train = getattr(sys.modules[module], name)
         progress.say(stream, describe_cluster(client, embedded))
         result = train(config, client, stream=stream, **train_options)
     seconds = result.manifest["timings"]["total_seconds"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from distributed import Client
 from distributed.system import MEMORY_LIMIT
 
-from daskyard.cluster import embedded_cluster, worker_malloc_environ
+from daskyard.cluster import connect, embedded_cluster, worker_malloc_environ
+from daskyard.config import ClusterConfig
 
 pytestmark = pytest.mark.integration
 
@@ -43,3 +46,27 @@ def test_the_in_process_worker_of_a_threaded_job_does_not_profile_either():
     with embedded_cluster(1, threads=2, processes=False) as cluster, Client(cluster) as client:
         profiling = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
     assert profiling and not any(profiling.values())
+
+
+def _import_state(module: str) -> tuple[bool, bool, int]:
+    import gc
+    import sys
+
+    return module in sys.modules, gc.isenabled(), gc.get_freeze_count()
+
+
+def test_warm_imports_on_fresh_workers_leave_their_objects_frozen():
+    # A module no worker imports on its own; the warm-up runs without waiting.
+    module = "xml.dom.minidom"
+    with connect(ClusterConfig(local_workers=2), warm=[module, "no_such_module"]) as client:
+        deadline = time.monotonic() + 60
+        while True:
+            states = client.run(_import_state, module)
+            if all(imported for imported, _, _ in states.values()):
+                break
+            assert time.monotonic() < deadline, f"workers never imported {module}: {states}"
+            time.sleep(0.1)
+    assert len(states) == 2
+    for _, collecting, frozen in states.values():
+        assert collecting  # the collector is back on after the imports
+        assert frozen > 10_000  # what distributed and the module had created
