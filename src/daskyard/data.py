@@ -268,15 +268,35 @@ def prepare_partition(
                 out[column] = frame[column].astype("string").to_numpy()
         out = out[list(plan.features)]
     if plan.numeric_target:
-        out[plan.target] = target.to_numpy(dtype=FEATURE_DTYPE)
+        with np.errstate(over="ignore", invalid="ignore"):  # too large: inf, checked next
+            labels = target.to_numpy(dtype=FEATURE_DTYPE)
     else:
-        out[plan.target] = target.to_numpy()
+        labels = target.to_numpy()
+    if labels.dtype.kind == "f":
+        _check_target(labels, plan.target, frame, url)
+    out[plan.target] = labels
     if split is not None:
         seed, fraction = split
         # Seeded per file, so the split is the same whatever the cluster looks like.
         rng = np.random.default_rng([seed, index])
         out[SPLIT_COLUMN] = rng.random(len(out)) < fraction
     return out
+
+
+def _check_target(labels: np.ndarray, column: str, frame: pd.DataFrame, url: str) -> None:
+    """A float target must be finite: the trainers tell scikit-learn that every
+    value was checked (BlockSpec.checked_finite), and XGBoost rejects inf."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(labels.sum()):
+            return  # one float32 pass; an overflowing sum only makes us look closer
+    bad = np.flatnonzero(~np.isfinite(labels))
+    if len(bad):
+        row = int(bad[0])
+        raise DataError(
+            f"target column '{column}' in '{url}' holds an infinite or too large value "
+            f"(first at row {row}: {frame[column].iloc[row]!r}); targets must be finite "
+            "numbers: drop or fix those rows"
+        )
 
 
 def _check_features(
@@ -297,7 +317,8 @@ def _check_features(
     # A float32 sum can also overflow on finite values; such a column is only a
     # suspect, checked value by value below. (A float64 sum never overflowed, but
     # casting every value made the check cost more than the rest of the read.)
-    suspects = np.flatnonzero(~np.isfinite(matrix.sum(axis=1)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        suspects = np.flatnonzero(~np.isfinite(matrix.sum(axis=1)))
     for index in suspects:
         values = matrix[index]
         missing = not missing_allowed and bool(np.isnan(values).any())

@@ -47,6 +47,20 @@ def nan_target(tmp: Path) -> Path:
     return write_files(frame, tmp / "d", files=2)
 
 
+def infinite_target(tmp: Path) -> Path:
+    frame = classification_frame(2_000)
+    frame["label"] = frame["label"].astype("float64")
+    frame.loc[1300, "label"] = np.inf
+    return write_files(frame, tmp / "d", files=2)
+
+
+def target_too_large_for_float32(tmp: Path) -> Path:
+    frame = classification_frame(2_000)
+    frame["label"] = frame["label"].astype("float64")
+    frame.loc[3, "label"] = 1e300
+    return write_files(frame, tmp / "d", files=2)
+
+
 def empty_folder(tmp: Path) -> Path:
     (tmp / "d").mkdir()
     return tmp / "d"
@@ -211,6 +225,13 @@ CASES: dict[str, Case] = {
     ),
     "estimator: builtins": (good, [*INC[:2], "--estimator", "builtins.eval"], 2, "is not allowed"),
     "estimator: NaN feature": (nan_feature, INC, 3, "'f1' in"),
+    "estimator: infinite target": (
+        infinite_target,
+        [*INC[:2], "--estimator", "sklearn.linear_model.SGDRegressor"],
+        3,
+        "target column 'label' in",
+    ),
+    "target too large for float32": (target_too_large_for_float32, XGB, 3, "(first at row 3"),
     "estimator: continuous target": (good, [*INC, "--target", "f0"], 3, "continuous values"),
     "search: unknown spec kind": (
         good,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -117,3 +118,38 @@ def test_the_worker_side_module_imports_neither_skops_nor_dask_dataframe():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert found == "[]"
+
+
+class ConfigProbe(SGDClassifier):
+    """Records whether scikit-learn was told to skip its inf/NaN check."""
+
+    seen: ClassVar[list[tuple[str, bool]]] = []
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        import sklearn
+
+        self.seen.append(("fit", sklearn.get_config()["assume_finite"]))
+        return super().partial_fit(X, y, classes=classes, sample_weight=sample_weight)
+
+    def predict(self, X):
+        import sklearn
+
+        self.seen.append(("predict", sklearn.get_config()["assume_finite"]))
+        return super().predict(X)
+
+
+@pytest.mark.parametrize("checked", [True, False])
+def test_blocks_checked_on_read_skip_scikit_learns_check_and_no_others(checked):
+    from daskyard.train.blocks import evaluate_inputs, partial_fit_inputs
+
+    rng = np.random.default_rng(0)
+    block = (rng.normal(size=(50, 3)).astype("float32"), rng.integers(0, 2, size=50))
+    spec = BlockSpec(tuple(FEATURES), "label", (0, 1), None, checked_finite=checked)
+    model = ConfigProbe(loss="log_loss", random_state=0)
+    ConfigProbe.seen = []
+    partial_fit_inputs(model, block, spec)
+    evaluate_inputs(block, model, spec)
+    assert ConfigProbe.seen == [("fit", checked), ("predict", checked)]
+    import sklearn
+
+    assert sklearn.get_config()["assume_finite"] is False  # restored afterwards

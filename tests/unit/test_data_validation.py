@@ -128,7 +128,8 @@ def test_large_finite_features_whose_float32_sum_overflows_are_accepted():
     big = float(np.finfo(np.float32).max) / 2
     frame = pd.DataFrame({"a": [big] * 4, "b": [-big] * 4, "label": [0, 1, 0, 1]})
     wide = plan(schemas=[("f0.parquet", {**SCHEMA, "b": "float64"})])
-    assert np.isinf(frame[["a", "b"]].to_numpy(dtype=np.float32).sum(axis=0)).all()
+    with np.errstate(over="ignore"):
+        assert np.isinf(frame[["a", "b"]].to_numpy(dtype=np.float32).sum(axis=0)).all()
     out = prepare_partition(frame, "x", 0, wide, None)
     assert np.isfinite(out[["a", "b"]].to_numpy()).all()
 
@@ -173,3 +174,27 @@ def test_truncated_parquet_names_the_file(tmp_path):
     path.write_bytes(path.read_bytes()[:-20])
     with pytest.raises(DataError, match=r"cannot read '.*cut.parquet' as parquet"):
         read_file_schema(str(path), "parquet", {})
+
+
+@pytest.mark.parametrize(
+    ("label", "numeric_target"), [(np.inf, True), (1e300, True), (-np.inf, False)]
+)
+def test_a_float_target_that_is_not_finite_names_file_and_first_row(label, numeric_target):
+    from dataclasses import replace
+
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [1, 2, 3], "label": [0.0, 1.0, label]})
+    floats = replace(
+        plan(schemas=[("f0.parquet", {**SCHEMA, "label": "float64"})]),
+        numeric_target=numeric_target,
+    )
+    with pytest.raises(
+        DataError, match=r"target column 'label' in 'x' holds an infinite .* row 2: "
+    ):
+        prepare_partition(frame, "x", 0, floats, None)
+
+
+def test_a_large_finite_target_whose_float32_sum_overflows_is_accepted():
+    big = float(np.finfo(np.float32).max) / 2
+    frame = pd.DataFrame({"a": [1.0] * 4, "b": [1] * 4, "label": [big] * 4})
+    floats = plan(schemas=[("f0.parquet", {**SCHEMA, "label": "float64"})])
+    assert (prepare_partition(frame, "x", 0, floats, None)["label"] == np.float32(big)).all()

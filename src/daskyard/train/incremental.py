@@ -222,8 +222,15 @@ def prepare_stream(
     if classifier:
         classes = tuple(settings.classes) if settings.classes is not None else classes
         check_classes(classes, plan.columns.target, settings.estimator)
+    # Every read checks the features (no NaN or inf: missing_features_allowed=False)
+    # and a numeric target; a classifier's labels passed check_classes (inf is not a
+    # whole number), so no block needs scikit-learn's own check again.
     spec = BlockSpec(
-        plan.columns.features, plan.columns.target, classes if classifier else None, scaler
+        plan.columns.features,
+        plan.columns.target,
+        classes if classifier else None,
+        scaler,
+        checked_finite=True,
     )
     return Prepared(estimator, classifier, plan, rows, spec)
 
