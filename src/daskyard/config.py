@@ -122,7 +122,9 @@ class IncrementalConfig(StrictModel):
     scale: bool | None = Field(None, description="standard scaling; default on for linear models")
     checkpoint_every: int = Field(20, gt=0, description="blocks between checkpoints")
     progress_every: int = Field(10, gt=0, description="blocks between progress lines")
-    prefetch: int = Field(2, ge=1, le=16, description="blocks loaded ahead of the fitter")
+    prefetch: int = Field(
+        2, ge=1, le=16, description="blocks read ahead of the fits (at most one per worker)"
+    )
     allowed_packages: list[str] = Field(default_factory=lambda: ["sklearn"])
 
 

@@ -261,3 +261,44 @@ def test_bad_estimator_input(case, dask_cluster, blocks, tmp_path):
     assert message in result.first_error_line, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "o" / "model.skops").exists()
+
+
+def test_the_model_goes_to_each_block_and_no_block_moves(blocks, tmp_path):
+    from distributed import get_task_stream
+
+    from daskyard.cluster import embedded_cluster
+    from daskyard.config import (
+        ClusterConfig,
+        DataConfig,
+        IncrementalConfig,
+        IncrementalJobConfig,
+    )
+    from daskyard.train.incremental import train_incremental
+
+    config = IncrementalJobConfig(
+        data=DataConfig(
+            train=str(blocks / "train"), validation=str(blocks / "valid"), target="label"
+        ),
+        output=str(tmp_path / "run"),
+        cluster=ClusterConfig(local_workers=2),
+        incremental=IncrementalConfig(
+            estimator="sklearn.linear_model.SGDClassifier",
+            params={"loss": "log_loss", "random_state": 0},
+            epochs=2,
+        ),
+    )
+    with embedded_cluster(2) as cluster, Client(cluster) as client:
+        with get_task_stream(client) as stream:
+            result = train_incremental(config, client)
+        moved = client.run(
+            lambda dask_worker: [
+                str(k) for t in dask_worker.transfer_incoming_log for k in t["keys"]
+            ]
+        )
+    assert result.metrics["blocks_seen"] == 16
+    fits = [t["worker"] for t in stream.data if t["key"].startswith("fit_block")]
+    # The 16 steps alternate between the two workers, each reading its own blocks.
+    assert len(fits) == 16 and sorted({fits.count(w) for w in set(fits)}) == [8]
+    moved_keys = [k for keys in moved.values() for k in keys]
+    assert any(k.startswith("fit_block") for k in moved_keys)  # the model travels
+    assert not [k for k in moved_keys if k.startswith("load_block")]

@@ -218,9 +218,11 @@ def _load(
     return cached(run, f"{'validation' if validation else 'train'}:{index}:{url}", load)
 
 
-def hand_over(block: Any) -> Any:
-    """A block, as a task placed on the fitting worker: dask moves the data there."""
-    return block
+def load_block_after(
+    previous: Any, url: str, index: int, source: FileSource, spec: BlockSpec
+) -> tuple[Any, np.ndarray]:
+    """``load_block``, once ``previous`` (the worker's last fit, a task dependency) is done."""
+    return load_block(url, index, source, spec)
 
 
 def partial_fit_inputs(
