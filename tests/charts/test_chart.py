@@ -338,3 +338,43 @@ def test_hardened_scenario_renders_quota_limits_and_disruption_budget(renderer: 
         "dask.org/cluster-name": DEFAULT_CLUSTER,
         "dask.org/component": "scheduler",
     }
+
+
+def test_the_worker_tuning_in_the_readme_reaches_dask_in_the_worker_pod(
+    renderer: Renderer, tmp_path
+) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from daskyard.cluster import worker_malloc_environ
+
+    readme = (Path(__file__).parents[2] / "charts/daskyard/README.md").read_text()
+    section = readme.split("## Worker tuning", 1)[1].split("\n## ", 1)[0]
+    snippet = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "tuning.yaml").write_text(snippet)
+    rendering = renderer.render("helm3", "default", "-f", str(tmp_path / "tuning.yaml"))
+    cluster = only(rendering.docs, "DaskCluster", DEFAULT_CLUSTER)
+    wanted = {e["name"] for e in yaml.safe_load(snippet)["clusterDefaults"]["worker"]["extraEnv"]}
+    env = {e["name"]: e["value"] for e in worker_container(cluster)["env"] if e["name"] in wanted}
+    assert set(env) == wanted
+    # What dask makes of those variables in the worker's process.
+    code = (
+        "import json, dask, distributed; print(json.dumps(["
+        "dask.config.get('distributed.worker.profile.enabled'), "
+        "dask.config.get('distributed.nanny.pre-spawn-environ')]))"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    profile, environ = json.loads(out.stdout)
+    assert profile is False
+    limit = 4 << 30  # the default worker's memory limit (resources.limits.memory: 4Gi)
+    assert {k: environ[k] for k in worker_malloc_environ(limit)} == worker_malloc_environ(limit)
+    assert environ["OMP_NUM_THREADS"] == 1  # distributed's own pre-spawn settings stay
