@@ -40,25 +40,21 @@ def text_feature(tmp: Path) -> Path:
     return write_files(frame, tmp / "d")
 
 
-def nan_target(tmp: Path) -> Path:
-    frame = classification_frame(2_000)
-    frame["label"] = frame["label"].astype("float64")
-    frame.loc[1500, "label"] = np.nan
-    return write_files(frame, tmp / "d", files=2)
+def one_value(column: str, row: int, value: float) -> Callable[[Path], Path]:
+    """Good data, in 2 files, with ``column`` as float64 and one cell set to ``value``."""
+
+    def build(tmp: Path) -> Path:
+        frame = classification_frame(2_000)
+        frame[column] = frame[column].astype("float64")
+        frame.loc[row, column] = value
+        return write_files(frame, tmp / "d", files=2)
+
+    return build
 
 
-def infinite_target(tmp: Path) -> Path:
-    frame = classification_frame(2_000)
-    frame["label"] = frame["label"].astype("float64")
-    frame.loc[1300, "label"] = np.inf
-    return write_files(frame, tmp / "d", files=2)
-
-
-def target_too_large_for_float32(tmp: Path) -> Path:
-    frame = classification_frame(2_000)
-    frame["label"] = frame["label"].astype("float64")
-    frame.loc[3, "label"] = 1e300
-    return write_files(frame, tmp / "d", files=2)
+nan_target = one_value("label", 1500, np.nan)
+infinite_target = one_value("label", 1300, np.inf)
+target_too_large_for_float32 = one_value("label", 3, 1e300)
 
 
 def empty_folder(tmp: Path) -> Path:
@@ -117,11 +113,7 @@ def infinite_feature(tmp: Path) -> Path:
     return write_files(frame, tmp / "d", files=2)
 
 
-def too_large_for_float32(tmp: Path) -> Path:
-    frame = classification_frame(2_000)
-    frame["f5"] = frame["f5"].astype("float64")
-    frame.loc[7, "f5"] = 1e300
-    return write_files(frame, tmp / "d", files=2)
+too_large_for_float32 = one_value("f5", 7, 1e300)
 
 
 def nan_feature(tmp: Path) -> Path:
