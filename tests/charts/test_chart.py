@@ -340,41 +340,96 @@ def test_hardened_scenario_renders_quota_limits_and_disruption_budget(renderer: 
     }
 
 
-def test_the_worker_tuning_in_the_readme_reaches_dask_in_the_worker_pod(
-    renderer: Renderer, tmp_path
-) -> None:
+def dask_settings(env: dict[str, str]) -> tuple[bool, str, dict[str, int]]:
+    """The profiler, tick and pre-spawn settings dask reads from ``env`` in a fresh process."""
     import os
-    import re
     import subprocess
     import sys
-    from pathlib import Path
 
-    import yaml
-
-    from daskyard.cluster import worker_malloc_environ
-
-    readme = (Path(__file__).parents[2] / "charts/daskyard/README.md").read_text()
-    section = readme.split("## Worker tuning", 1)[1].split("\n## ", 1)[0]
-    snippet = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
-    (tmp_path / "tuning.yaml").write_text(snippet)
-    rendering = renderer.render("helm3", "default", "-f", str(tmp_path / "tuning.yaml"))
-    cluster = only(rendering.docs, "DaskCluster", DEFAULT_CLUSTER)
-    wanted = {e["name"] for e in yaml.safe_load(snippet)["clusterDefaults"]["worker"]["extraEnv"]}
-    env = {e["name"]: e["value"] for e in worker_container(cluster)["env"] if e["name"] in wanted}
-    assert set(env) == wanted
-    # What dask makes of those variables in the worker's process.
     code = (
         "import json, dask, distributed; print(json.dumps(["
         "dask.config.get('distributed.worker.profile.enabled'), "
+        "dask.config.get('distributed.admin.tick.interval'), "
         "dask.config.get('distributed.nanny.pre-spawn-environ')]))"
     )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DASK_", "MALLOC_"))}
     out = subprocess.run(
         [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    profile, environ = json.loads(out.stdout)
-    assert profile is False
-    limit = 4 << 30  # the default worker's memory limit (resources.limits.memory: 4Gi)
-    assert {k: environ[k] for k in worker_malloc_environ(limit)} == worker_malloc_environ(limit)
-    assert environ["OMP_NUM_THREADS"] == 1  # distributed's own pre-spawn settings stay
+    return tuple(json.loads(out.stdout))
+
+
+@pytest.mark.parametrize("helm", HELMS)
+def test_tune_for_training_gives_workers_the_embedded_clusters_settings(
+    renderer: Renderer, helm: str
+) -> None:
+    from daskyard.cluster import QUIET_CLUSTER_CONFIG, worker_malloc_environ
+
+    def group(name: str, memory: str) -> dict[str, Any]:
+        limits = {"cpu": "1", "memory": memory}
+        return {"name": name, "resources": {"requests": limits, "limits": limits}}
+
+    groups = [group("small", "512Mi"), group("big", "64Gi")]
+    docs = renderer.render(
+        helm,
+        "default",
+        "--set",
+        "clusterDefaults.worker.tuneForTraining=true",
+        "--set-json",
+        f"clusterDefaults.workerGroups={json.dumps(groups)}",
+    ).docs
+    boxes = [worker_container(only(docs, "DaskCluster", DEFAULT_CLUSTER))] + [
+        container(
+            only(docs, "DaskWorkerGroup", f"{DEFAULT_CLUSTER}-{g['name']}")["spec"]["worker"][
+                "spec"
+            ],
+            "worker",
+        )
+        for g in groups
+    ]
+    limits = []
+    for box in boxes:
+        limit = int(arg_after(box["args"], "--memory-limit"))
+        limits.append(limit)
+        env = {e["name"]: e["value"] for e in box["env"]}
+        profile, tick, environ = dask_settings(env)
+        assert profile is QUIET_CLUSTER_CONFIG["distributed.worker.profile.enabled"]
+        assert tick == QUIET_CLUSTER_CONFIG["distributed.admin.tick.interval"]
+        malloc = worker_malloc_environ(limit)
+        assert {k: environ[k] for k in malloc} == malloc, limit
+        assert environ["OMP_NUM_THREADS"] == 1  # distributed's own pre-spawn settings stay
+    # 512Mi, 4Gi and 64Gi: shares of the limit (4 and 32 MiB) and the 64 MiB cap.
+    assert sorted(limits) == [512 << 20, 4 << 30, 64 << 30]
+    assert {worker_malloc_environ(x)["MALLOC_TRIM_THRESHOLD_"] for x in limits} == {
+        4 << 20,
+        32 << 20,
+        64 << 20,
+    }
+
+
+def test_workers_keep_distributeds_settings_unless_tuned(renderer: Renderer) -> None:
+    box = worker_container(only(renderer.render("helm3", "default").docs, "DaskCluster"))
+    names = {e["name"] for e in box.get("env", [])}
+    assert not names & {
+        "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED",
+        "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON",
+    }
+
+
+def test_the_operator_configs_readme_lists_the_tuned_env_of_its_4gi_worker(
+    renderer: Renderer,
+) -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).parents[2] / "operator-configs/README.md").read_text()
+    snippet = re.search(r"tuneForTraining.*?```yaml\n(.*?)```", readme, re.S).group(1)
+    docs = renderer.render(
+        "helm3", "default", "--set", "clusterDefaults.worker.tuneForTraining=true"
+    ).docs
+    box = worker_container(only(docs, "DaskCluster", DEFAULT_CLUSTER))
+    assert box["resources"]["limits"]["memory"] == "4Gi"
+    assert yaml.safe_load(snippet) == box["env"]

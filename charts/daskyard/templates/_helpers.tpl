@@ -382,12 +382,15 @@ containers:
       {{- with $w.extraArgs }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
-    {{- if or $tls $w.extraEnv }}
+    {{- if or $tls $w.extraEnv $w.tuneForTraining }}
     env:
       {{- if $tls }}
       - name: DASK_SCHEDULER_ADDRESS
         value: {{ include "daskyard.schedulerAddress" (dict "ctx" $ctx "cluster" (required "workerPodSpec needs the cluster name" .cluster)) }}
       {{- include "daskyard.tls.env" (dict "ctx" $ctx "roles" (list "scheduler" "worker" "client")) | nindent 6 }}
+      {{- end }}
+      {{- if $w.tuneForTraining }}
+      {{- include "daskyard.trainingEnv" $limits.memory | nindent 6 }}
       {{- end }}
       {{- with $w.extraEnv }}
       {{- toYaml . | nindent 6 }}
@@ -435,6 +438,25 @@ volumes:
   {{- if $tls }}
   {{- include "daskyard.tls.volume" $ctx | nindent 2 }}
   {{- end }}
+{{- end }}
+
+{{/*
+What daskyard.cluster gives embedded workers (QUIET_CLUSTER_CONFIG and
+worker_malloc_environ), as a worker's environment: the malloc variables go
+through the nanny's pre-spawn settings (merged with distributed's own, which
+set OMP_NUM_THREADS=1), because glibc reads them when the process starts.
+Usage: include "daskyard.trainingEnv" <memory limit quantity>
+*/}}
+{{- define "daskyard.trainingEnv" -}}
+{{- $bytes := int64 (include "daskyard.bytes" .) }}
+{{- $trim := min 67108864 (max 1048576 (div $bytes 128)) }}
+{{- $mmap := min 33554432 (div $trim 2) }}
+- name: DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED
+  value: "False"
+- name: DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL
+  value: "1s"
+- name: DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON
+  value: {{ printf "{\"MALLOC_TRIM_THRESHOLD_\": %d, \"MALLOC_MMAP_THRESHOLD_\": %d}" $trim $mmap | quote }}
 {{- end }}
 
 {{/*
