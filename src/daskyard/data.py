@@ -283,12 +283,24 @@ def prepare_partition(
     return out
 
 
+def _suspect_rows(matrix: np.ndarray) -> np.ndarray:
+    """The rows of ``matrix`` that may hold inf or NaN, to be checked value by value.
+
+    A row holding inf or NaN has a non-finite sum (inf and NaN survive every
+    addition): one pass in the matrix's own dtype, no temporary mask of the data.
+    A float32 sum can also overflow on finite values; such a row is only a suspect.
+    (A float64 sum never overflowed, but casting every value made the check cost
+    more than the rest of the read.)
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.flatnonzero(~np.isfinite(matrix.sum(axis=1)))
+
+
 def _check_target(labels: np.ndarray, column: str, frame: pd.DataFrame, url: str) -> None:
     """A float target must be finite: the trainers tell scikit-learn that every
     value was checked (BlockSpec.checked_finite), and XGBoost rejects inf."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(labels.sum()):
-            return  # one float32 pass; an overflowing sum only makes us look closer
+    if not len(_suspect_rows(labels[np.newaxis])):
+        return
     bad = np.flatnonzero(~np.isfinite(labels))
     if len(bad):
         row = int(bad[0])
@@ -312,14 +324,7 @@ def _check_features(
     """
     if matrix.size == 0:
         return
-    # A column holding inf or NaN has a non-finite sum (inf and NaN survive every
-    # addition): one pass in the matrix's own dtype, no temporary mask of the data.
-    # A float32 sum can also overflow on finite values; such a column is only a
-    # suspect, checked value by value below. (A float64 sum never overflowed, but
-    # casting every value made the check cost more than the rest of the read.)
-    with np.errstate(over="ignore", invalid="ignore"):
-        suspects = np.flatnonzero(~np.isfinite(matrix.sum(axis=1)))
-    for index in suspects:
+    for index in _suspect_rows(matrix):
         values = matrix[index]
         missing = not missing_allowed and bool(np.isnan(values).any())
         if missing or np.isinf(values).any():
