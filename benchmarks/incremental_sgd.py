@@ -4,7 +4,9 @@ The plain loop is what one process does without Dask: read a file with pyarrow,
 ``partial_fit``, next file. daskyard runs ``train_incremental`` on an already
 running embedded cluster of 2 single-threaded workers, with its defaults (a
 first pass for classes and scaling moments, each file read and fitted on one
-worker while the other fits, validation metrics, artifacts); dask-ml runs
+worker while the other fits, validation metrics, artifacts), and again with
+``replicas`` = 2 (two copies of the model fitted at once, averaged after every
+two blocks: both workers fit); dask-ml runs
 ``dask_ml.wrappers.Incremental`` over ``dd.read_parquet`` on the same cluster,
 as it comes (the target) and, for reference, after its own StandardScaler (the
 preprocessing daskyard does). All models are scored on the same validation rows
@@ -28,6 +30,7 @@ TITLE = "Incremental SGDClassifier: daskyard vs a plain loop vs dask-ml"
 TARGET_VS_PLAIN = 1.0
 TARGET_VS_DASK_ML = 2.0
 TARGET_ACCURACY = 0.01
+REPLICAS = WORKERS  # one copy of the model per worker
 ESTIMATOR = "sklearn.linear_model.SGDClassifier"
 PARAMS: dict[str, Any] = {"loss": "log_loss", "alpha": 1e-4, "random_state": 0}
 
@@ -98,7 +101,7 @@ def dask_ml_scaled_incremental(data: Dataset):
     return Standardised(wrapper.estimator_, scaler.mean_, scaler.scale_)
 
 
-def daskyard_config(data: Dataset, output: Path):
+def daskyard_config(data: Dataset, output: Path, replicas: int = 1):
     from daskyard.config import (
         ClusterConfig,
         DataConfig,
@@ -110,7 +113,9 @@ def daskyard_config(data: Dataset, output: Path):
         data=DataConfig(train=str(data.train), validation=str(data.validation), target=TARGET),
         output=str(output),
         cluster=ClusterConfig(local_workers=WORKERS),
-        incremental=IncrementalConfig(estimator=ESTIMATOR, params=PARAMS, epochs=1),
+        incremental=IncrementalConfig(
+            estimator=ESTIMATOR, params=PARAMS, epochs=1, replicas=replicas
+        ),
     )
 
 
@@ -149,13 +154,17 @@ def run(options: Options) -> BenchmarkResult:
 
     with options.scratch(NAME) as scratch, embedded_client(warm=warm) as client:
 
-        def daskyard():
-            config = daskyard_config(data, scratch / f"run-{next(counter)}")
+        def daskyard(replicas: int = 1):
+            config = daskyard_config(data, scratch / f"run-{next(counter)}", replicas)
             trained = train_incremental(config, client)
-            phases.append(trained.manifest["timings"]["seconds"])
+            phases.append({"replicas": replicas, **trained.manifest["timings"]["seconds"]})
             return trained.model
 
-        contenders = {"plain": lambda: plain_loop(data), "daskyard": daskyard}
+        contenders = {
+            "plain": lambda: plain_loop(data),
+            "daskyard": daskyard,
+            "daskyard_replicas": lambda: daskyard(REPLICAS),
+        }
         if missing is None:
             contenders["dask_ml"] = lambda: dask_ml_incremental(data)
             contenders["dask_ml_scaled"] = lambda: dask_ml_scaled_incremental(data)
@@ -166,16 +175,20 @@ def run(options: Options) -> BenchmarkResult:
     result.timings = {name: t.seconds for name, t in chosen.items()}
     result.scores = {f"accuracy_{name}": accuracy(t.value, valid) for name, t in chosen.items()}
     plain, ours = result.timings["plain"], result.timings["daskyard"]
+    replicated = result.timings["daskyard_replicas"]
+    with_replicas = f"daskyard --replicas {REPLICAS}"
     result.checks = [
-        Check.ratio(
-            "daskyard / plain loop time",
-            ours,
-            plain,
-            TARGET_VS_PLAIN,
-        ),
+        Check.ratio("daskyard / plain loop time", ours, plain, TARGET_VS_PLAIN),
+        Check.ratio(f"{with_replicas} / plain loop time", replicated, plain, TARGET_VS_PLAIN),
         Check.gap(
             "accuracy gap: daskyard vs plain",
             result.scores["accuracy_daskyard"],
+            result.scores["accuracy_plain"],
+            TARGET_ACCURACY,
+        ),
+        Check.gap(
+            f"accuracy gap: {with_replicas} vs plain",
+            result.scores["accuracy_daskyard_replicas"],
             result.scores["accuracy_plain"],
             TARGET_ACCURACY,
         ),
@@ -187,6 +200,13 @@ def run(options: Options) -> BenchmarkResult:
                 "dask-ml / daskyard time",
                 theirs,
                 ours,
+                TARGET_VS_DASK_ML,
+                ">=",
+            ),
+            Check.ratio(
+                f"dask-ml / {with_replicas} time",
+                theirs,
+                replicated,
                 TARGET_VS_DASK_ML,
                 ">=",
             ),

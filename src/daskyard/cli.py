@@ -163,6 +163,14 @@ def build_parser() -> Parser:
         help="an estimator parameter, repeatable: --param loss=log_loss --param alpha=1e-4",
     )
     group.add_argument("--epochs", type=int, metavar="N", help="passes over the data (default 1)")
+    group.add_argument(
+        "--replicas",
+        type=int,
+        metavar="R",
+        help="linear SGD models: fit R copies side by side, one block each, and average them "
+        "after every R blocks (default 1: one sequential chain); the result depends on R, "
+        "never on the number of workers",
+    )
     _add_data_flags(inc)
     _add_cluster_flags(inc)
     inc.set_defaults(handler=_train_incremental)
@@ -345,6 +353,7 @@ def _train_incremental(args: argparse.Namespace) -> int:
         {
             ("incremental", "estimator"): args.estimator,
             ("incremental", "epochs"): args.epochs,
+            ("incremental", "replicas"): args.replicas,
             ("incremental", "params"): _params(args.param),
         },
     )

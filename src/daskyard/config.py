@@ -118,6 +118,13 @@ class IncrementalConfig(StrictModel):
     estimator: str = Field(description="dotted path of a scikit-learn estimator with partial_fit")
     params: dict[str, Any] = Field(default_factory=dict)
     epochs: int = Field(1, gt=0)
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="copies of a linear SGD model fitted side by side, one block each, and "
+        "averaged after every round of that many blocks; 1: one sequential chain",
+    )
     classes: list[Any] | None = Field(None, description="default: inferred in one pass")
     scale: bool | None = Field(None, description="standard scaling; default on for linear models")
     checkpoint_every: int = Field(20, gt=0, description="blocks between checkpoints")
@@ -176,6 +183,7 @@ INCREMENTAL_FLAT_KEYS: dict[str, tuple[str, ...]] = {
     **{k: v for k, v in XGBOOST_FLAT_KEYS.items() if v[0] != "xgboost"},
     "estimator": ("incremental", "estimator"),
     "epochs": ("incremental", "epochs"),
+    "replicas": ("incremental", "replicas"),
     "params": ("incremental", "params"),
     "param": ("incremental", "params"),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -237,6 +238,16 @@ CASES = {
         2,
         "invalid parameter for sklearn.linear_model.SGDClassifier",
     ),
+    "replicas of a model that cannot be averaged": (
+        ["--estimator", "sklearn.naive_bayes.MultinomialNB", "--replicas", "2"],
+        2,
+        "incremental.replicas is 2 but sklearn.naive_bayes.MultinomialNB cannot be averaged",
+    ),
+    "no replicas": (
+        ["--estimator", "sklearn.linear_model.SGDClassifier", "--replicas", "0"],
+        2,
+        "invalid value for 'incremental.replicas' in arguments (got 0)",
+    ),
 }
 
 
@@ -302,3 +313,79 @@ def test_the_model_goes_to_each_block_and_no_block_moves(blocks, tmp_path):
     moved_keys = [k for keys in moved.values() for k in keys]
     assert any(k.startswith("fit_block") for k in moved_keys)  # the model travels
     assert not [k for k in moved_keys if k.startswith("load_block")]
+
+
+def replicas_config(blocks, output, workers: int, **incremental):
+    from daskyard.config import ClusterConfig, DataConfig, IncrementalConfig, IncrementalJobConfig
+
+    return IncrementalJobConfig(
+        data=DataConfig(
+            train=str(blocks / "train"), validation=str(blocks / "valid"), target="label"
+        ),
+        output=str(output),
+        cluster=ClusterConfig(local_workers=workers),
+        incremental=IncrementalConfig(
+            estimator="sklearn.linear_model.SGDClassifier",
+            params={"loss": "log_loss", "random_state": 0},
+            **incremental,
+        ),
+    )
+
+
+def replicas_by_hand(blocks, replicas: int, epochs: int):
+    """Parameter mixing in one process, written out: each round's copies fit from the
+    same model, then their coefficients are averaged, weighted by their rows."""
+    train = read_sorted(blocks / "train")
+    features = [c for c in train[0].columns if c != "label"]
+    scaler = StandardScaler().fit(pd.concat(train)[features])
+    steps = [train[i] for epoch in range(epochs) for i in block_order(len(train), epoch, seed=42)]
+    model = SGDClassifier(loss="log_loss", random_state=0)
+    for first in range(0, len(steps), replicas):
+        copies, rows = [], []
+        for block in steps[first : first + replicas]:
+            part = copy.deepcopy(model)
+            part.partial_fit(scaler.transform(block[features]), block["label"], classes=[0, 1])
+            copies.append(part)
+            rows.append(len(block))
+        model = copy.deepcopy(copies[0])
+        for name in ("coef_", "intercept_"):
+            mean = np.average([getattr(c, name) for c in copies], axis=0, weights=rows)
+            setattr(model, name, mean.astype(copies[0].coef_.dtype))  # float32 blocks
+        model.t_ = copies[0].t_ - rows[0] + sum(rows)
+    return model
+
+
+def test_replicas_make_the_same_model_on_any_cluster_size_and_after_a_resume(blocks, tmp_path):
+    """3 replicas, 2 epochs of 8 blocks: rounds of 3 steps from the same model, averaged;
+    the same on 1 and 2 workers, and from a checkpoint (which falls on a round's end)."""
+    from daskyard.cluster import embedded_cluster
+    from daskyard.train.incremental import train_incremental
+
+    settings = {"replicas": 3, "epochs": 2, "checkpoint_every": 4}
+    runs = {}
+    for workers in (2, 1):
+        config = replicas_config(blocks, tmp_path / f"on-{workers}", workers, **settings)
+        with embedded_cluster(workers) as cluster, Client(cluster) as client:
+            runs[workers] = train_incremental(config, client)
+    two, one = runs[2], runs[1]
+    expected = replicas_by_hand(blocks, replicas=3, epochs=2)
+    np.testing.assert_allclose(two.model[-1].coef_, expected.coef_, rtol=1e-5)
+    np.testing.assert_array_equal(one.model[-1].coef_, two.model[-1].coef_)
+    assert two.model[-1].t_ == expected.t_ == 1 + 2 * 48_000
+    assert two.manifest["training"]["replicas"] == 3 and two.metrics["blocks_seen"] == 16
+    # Checkpoints only at the ends of rounds (steps 6, 9 and 12; the last two are kept).
+    checkpoints = tmp_path / "on-2" / "checkpoints"
+    saved = sorted(p.name for p in checkpoints.rglob("step-*.skops"))
+    assert saved == ["step-000009.skops", "step-000012.skops"]
+
+    # The same job run again, on one worker, after losing the step-12 checkpoint: it
+    # resumes at step 9 and makes the same rounds.
+    first = two.model[-1].coef_.copy()
+    for path in checkpoints.rglob("step-000012.skops*"):
+        path.unlink()
+    config = replicas_config(blocks, tmp_path / "on-2", 1, **settings)
+    with embedded_cluster(1) as cluster, Client(cluster) as client:
+        resumed = train_incremental(config, client)
+    assert resumed.manifest["training"]["resumed_from_block"] == 9
+    np.testing.assert_array_equal(resumed.model[-1].coef_, first)
+    assert two.metrics["validation"]["accuracy"] > 0.7

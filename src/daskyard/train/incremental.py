@@ -1,9 +1,11 @@
 """Incremental scikit-learn: stream blocks through ``partial_fit``, out of core.
 
-Each file is one block. Blocks are read and scaled on the other workers a
-bounded number ahead of one fitting worker, which holds the model as a future
-(never through the client) and copies it per step, so at most ``prefetch + 1``
-blocks are in memory at any time, whatever the data set's size.
+Each file is one block, read, checked, scaled and fitted on one worker, the
+workers in turn; only the model (a future, never through the client) moves on,
+and a worker reads its next block once its last fit is done, so at most two
+blocks per worker are in memory at any time, whatever the data set's size. With
+``replicas`` R > 1, R copies of a linear model fit R blocks at once and are
+averaged after each round (``daskyard.train.averaging``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from daskyard.data import DataPlan, check_rows, plan_data
 from daskyard.errors import ConfigError, DataError, InfrastructureError
 from daskyard.estimators import build_estimator, is_linear_model, resolve_estimator
 from daskyard.recovery import Recovery
+from daskyard.train.averaging import average_models, check_replicas
 from daskyard.train.blocks import (
     MAX_CLASSES,
     BlockSpec,
@@ -185,7 +188,8 @@ def prepare_stream(
 ) -> Prepared:
     """Check the estimator (before any work), plan the data, run the first pass.
 
-    ``settings`` carries estimator, params, classes, scale and allowed_packages.
+    ``settings`` carries estimator, params, classes, scale and allowed_packages (and
+    replicas, for incremental training).
     With ``hold_out_files``, a seeded share of whole files becomes the validation
     set when none is given, so evaluating many models reads only those files.
     With ``cache_run``, the first pass leaves the files it read in the workers'
@@ -195,6 +199,7 @@ def prepare_stream(
     estimator = build_estimator(
         estimator_cls, settings.params if params is None else params, settings.estimator
     )
+    check_replicas(estimator, getattr(settings, "replicas", 1), settings.estimator)
     classifier = is_classifier(estimator)
     if config.data.categorical:
         raise ConfigError(
@@ -274,7 +279,8 @@ def train_incremental(
         stream,
         f"data: {rows['train']:,} training rows, {rows['validation']:,} "
         f"validation rows, {len(spec.features)} features, {len(files)} blocks "
-        f"x {settings.epochs} epochs; scaling {'on' if scaler else 'off'}",
+        f"x {settings.epochs} epochs; scaling {'on' if scaler else 'off'}"
+        + (f"; {settings.replicas} replicas" if settings.replicas > 1 else ""),
     )
 
     run_id = run_identity(config, plan.fingerprint)
@@ -349,6 +355,7 @@ def train_incremental(
             "last_attempt_from_block": start,
             "recovery": recovery.summary(),
             "scaling": scaler is not None,
+            "replicas": settings.replicas,
             "workers": len(client.scheduler_info(n_workers=-1)["workers"]),
             "checkpoints": store.url,
         },
@@ -418,10 +425,16 @@ def _stream(
     # models from the very first block, whereas a lost scattered start surfaces, and the
     # attempt restarts from the last checkpoint. (A failed scatter is retried the same way.)
     model = client.scatter(estimator, workers=home(start))
-    models: dict[int, Future] = {}  # step -> the model after it, while a read waits on it
+    models: dict[int, Future] = {}  # step -> its fit, while a read waits on it
     loads: deque[Future] = deque()
     next_load = start
-    previous: Future | None = None
+    replicas = settings.replicas
+    # A round is ``replicas`` steps fitted from the same model (one step without
+    # replicas). Rounds end at multiples of ``replicas``, and so do checkpoints: a
+    # resumed run starts at a round's start and makes the same rounds.
+    round_fits: list[Future] = []
+    round_start = start
+    previous: tuple[Future, int, int] | None = None  # the last round: model, start, end
     checkpoints: list[Future] = []
     started = time.monotonic()
 
@@ -442,9 +455,14 @@ def _stream(
             f"  eta {progress.format_seconds(eta)}",
         )
 
+    def crossed(every: int, begin: int, end: int) -> bool:
+        """Whether the blocks seen went past a multiple of ``every`` from begin to end."""
+        return end // every > begin // every
+
     for step in range(start, total):
         # A read may be submitted once the fit it waits on is: at most one per worker
-        # ahead, and at most ``prefetch``.
+        # ahead, and at most ``prefetch``. (Within a round nothing waits, so a round's
+        # copies are all submitted at once whatever the prefetch.)
         while (
             next_load < total
             and next_load - step < settings.prefetch
@@ -453,25 +471,35 @@ def _stream(
             loads.append(load(next_load))
             next_load += 1
         block = loads.popleft()
-        model = client.submit(fit_block, model, block, spec, workers=home(step), **placed)
+        fitted = client.submit(fit_block, model, block, spec, workers=home(step), **placed)
         del block
         if step + len(workers) < total:
-            models[step] = model
-        if previous is not None:
-            # Bounds the pipeline: one fit queued behind the running one. Progress is
-            # told here, of the finished step, so that the queue never runs dry.
-            wait(previous)
-            if previous.status == "error":
-                previous.result()  # raises the step's error now, not after the whole stream
-            if step % settings.progress_every == 0:
-                report(step)
-        previous = model
+            models[step] = fitted
+        round_fits.append(fitted)
         seen = step + 1
-        if seen % settings.checkpoint_every == 0 and seen < total:
-            # Written where the model was made, while the next worker fits.
+        if seen % replicas and seen < total:
+            continue  # the round's other copies fit side by side, from the same model
+        if replicas == 1:
+            model = fitted
+        else:
+            # Where the round's last copy was made; the others (a few KiB each) come to it.
+            model = client.submit(average_models, model, *round_fits, workers=home(step), **placed)
+        if previous is not None:
+            # Bounds the pipeline: one round queued behind the running one. Progress is
+            # told here, of the finished round, so that the queue never runs dry.
+            done, began, ended = previous
+            wait(done)
+            if done.status == "error":
+                done.result()  # raises the step's error now, not after the whole stream
+            if crossed(settings.progress_every, began, ended):
+                report(ended)
+        if seen < total and crossed(settings.checkpoint_every, round_start, seen):
+            # Written where the model was made, while the next round fits.
             checkpoints.append(
                 client.submit(save_checkpoint, model, store, seen, workers=home(step), **placed)
             )
+        previous = (model, round_start, seen)
+        round_fits, round_start = [], seen
     wait(model)
     if model.status != "error":
         report(total)
