@@ -5,7 +5,8 @@ pause at 80%, restart at 95%); the training data, as float32 in memory, is at
 least ``FACTOR`` times the workers' total limit. Every worker's RSS is sampled
 every 20 ms by a thread inside the worker (the scheduler's heartbeat metrics are
 too coarse to catch a peak); restarts are workers whose process changed or that
-the scheduler removed.
+the scheduler removed. It runs twice: one chain of ``partial_fit`` (the default),
+then ``replicas`` = 2 (both workers fit at once, each holding its own blocks).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ FACTOR = 4.0  # data / total worker memory limit
 TARGET_PEAK_FRACTION = 0.6
 ESTIMATOR = "sklearn.linear_model.SGDClassifier"
 PARAMS: dict[str, Any] = {"loss": "log_loss", "alpha": 1e-4, "random_state": 0}
+REPLICAS = WORKERS
 
 
 def sizes(options: Options) -> dict[str, Any]:
@@ -43,13 +45,15 @@ def sizes(options: Options) -> dict[str, Any]:
     }
 
 
-def config(train: Path, validation: Path, output: Path):
+def config(train: Path, validation: Path, output: Path, replicas: int = 1):
     from daskyard.config import DataConfig, IncrementalConfig, IncrementalJobConfig
 
     return IncrementalJobConfig(
         data=DataConfig(train=str(train), validation=str(validation), target=TARGET),
         output=str(output),
-        incremental=IncrementalConfig(estimator=ESTIMATOR, params=PARAMS, epochs=1),
+        incremental=IncrementalConfig(
+            estimator=ESTIMATOR, params=PARAMS, epochs=1, replicas=replicas
+        ),
     )
 
 
@@ -71,18 +75,12 @@ def run(options: Options) -> BenchmarkResult:
             **PARAMS,
         },
     )
-    with (
-        options.scratch(NAME) as scratch,
-        limited_client(WORKERS, MEMORY_LIMIT) as (_, client),
-        watch_workers(client) as watch,
-    ):
-        run_ = timed(
-            lambda: train_incremental(config(data.train, data.validation, scratch / "run"), client)
-        )
-    trained = run_.value
-    result.timings = {"daskyard": run_.seconds}
-    result.scores = {"accuracy_daskyard": trained.metrics["validation"]["accuracy"]}
-    worst = max(watch.peak_rss, key=lambda n: watch.peak_rss[n] / watch.limits[n])
+    runs: dict[int, tuple[Any, Any]] = {}  # replicas -> (timed run, its watch)
+    with options.scratch(NAME) as scratch, limited_client(WORKERS, MEMORY_LIMIT) as (_, client):
+        for replicas in (1, REPLICAS):
+            job = config(data.train, data.validation, scratch / f"run-{replicas}", replicas)
+            with watch_workers(client) as watch:
+                runs[replicas] = (timed(lambda job=job: train_incremental(job, client)), watch)
     result.checks = [
         Check(
             "data / total worker memory limit",
@@ -92,35 +90,44 @@ def run(options: Options) -> BenchmarkResult:
             measured=data.memory_bytes,
             baseline=total_limit,
             raw="bytes",
-        ),
-        Check(
-            "peak worker RSS / limit",
-            watch.peak_fraction,
-            TARGET_PEAK_FRACTION,
-            measured=watch.peak_rss[worst],
-            baseline=watch.limits[worst],
-            unit="fraction",
-            raw="bytes",
-        ),
-        Check(
-            "worker restarts",
-            float(watch.restarts),
-            0.0,
-            measured=float(watch.restarts),
-            unit="count",
-            raw="",
-        ),
+        )
     ]
+    for replicas, (run_, watch) in runs.items():
+        name = "daskyard" if replicas == 1 else f"daskyard_replicas_{replicas}"
+        label = "" if replicas == 1 else f", --replicas {replicas}"
+        trained = run_.value
+        result.timings[name] = run_.seconds
+        result.scores[f"accuracy_{name}"] = trained.metrics["validation"]["accuracy"]
+        worst = max(watch.peak_rss, key=lambda n: watch.peak_rss[n] / watch.limits[n])
+        result.checks += [
+            Check(
+                f"peak worker RSS / limit{label}",
+                watch.peak_fraction,
+                TARGET_PEAK_FRACTION,
+                measured=watch.peak_rss[worst],
+                baseline=watch.limits[worst],
+                unit="fraction",
+                raw="bytes",
+            ),
+            Check(
+                f"worker restarts{label}",
+                float(watch.restarts),
+                0.0,
+                measured=float(watch.restarts),
+                unit="count",
+                raw="",
+            ),
+        ]
+        result.details[name] = {
+            "peak_rss_bytes": watch.peak_rss,
+            "rss_at_start_bytes": watch.baseline_rss,
+            "memory_limit_bytes": watch.limits,
+            "removed_worker_events": watch.removed_events,
+            "phases": trained.manifest["timings"]["seconds"],
+        }
     if options.smoke:
         # tiny data cannot be 4x a worker's memory: the harness is checked, not the ratio
         result.checks[0].target = None
-    result.details = {
-        "peak_rss_bytes": watch.peak_rss,
-        "rss_at_start_bytes": watch.baseline_rss,
-        "memory_limit_bytes": watch.limits,
-        "removed_worker_events": watch.removed_events,
-        "daskyard_phases": trained.manifest["timings"]["seconds"],
-    }
     result.notes.append(
         f"{WORKERS} workers x 1 thread, {MEMORY_LIMIT / 2**20:.0f} MiB limit each; RSS sampled "
         "every 20 ms inside each worker; cluster start excluded"
