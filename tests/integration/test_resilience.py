@@ -238,34 +238,45 @@ SGD = {
 }
 
 
-def incremental_config(path: Path, data: Path, output: Path) -> Path:
-    return write_config(
-        path,
-        {
-            "data": {"train": str(data), "target": "label"},
-            "output": str(output),
-            "incremental": {**SGD, "epochs": 10, "checkpoint_every": 10, "progress_every": 40},
-        },
-    )
+def incremental_config(replicas: int) -> Callable[[Path, Path, Path], Path]:
+    def make(path: Path, data: Path, output: Path) -> Path:
+        settings = {"epochs": 10, "checkpoint_every": 10, "progress_every": 40}
+        return write_config(
+            path,
+            {
+                "data": {"train": str(data), "target": "label"},
+                "output": str(output),
+                "incremental": {**SGD, **settings, "replicas": replicas},
+            },
+        )
+
+    return make
 
 
+# With 3 replicas, checkpoints fall at the first round end past each 10 blocks: 12, 21, ...
+@pytest.mark.parametrize("replicas, second_checkpoint", [(1, 20), (3, 21)], ids=["chain", "3"])
 def test_incremental_survives_a_killed_worker_and_sees_every_block(
-    fault_dataset: Path, cluster: ProcessCluster, tmp_path: Path
+    replicas: int,
+    second_checkpoint: int,
+    fault_dataset: Path,
+    cluster: ProcessCluster,
+    tmp_path: Path,
 ) -> None:
     calm_out, out, faulty = calm_and_faulty(
         ("train", "incremental"),
-        incremental_config,
+        incremental_config(replicas),
         fault_dataset,
         cluster,
         tmp_path,
-        f"*/step-000020.skops{MANIFEST_SUFFIX}",
+        f"*/step-{second_checkpoint:06d}.skops{MANIFEST_SUFFIX}",
         model_holder(),
     )
     assert "lost a worker" in faulty.stdout and "from checkpoint at block" in faulty.stdout
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["recovery"]["attempts"] == 2
-    assert manifest["training"]["last_attempt_from_block"] >= 20
+    assert manifest["training"]["last_attempt_from_block"] >= second_checkpoint
+    assert manifest["training"]["last_attempt_from_block"] % replicas == 0
     assert json.loads((out / "metrics.json").read_text())["blocks_seen"] == 120
     # Same blocks in the same order from the same checkpointed state: the very same model.
     model = load_pipeline(out / "model.skops")[-1]
