@@ -76,10 +76,15 @@ def run(options: Options) -> BenchmarkResult:
         },
     )
     runs: dict[int, tuple[Any, Any]] = {}  # replicas -> (timed run, its watch)
-    with options.scratch(NAME) as scratch, limited_client(WORKERS, MEMORY_LIMIT) as (_, client):
+    with options.scratch(NAME) as scratch:
         for replicas in (1, REPLICAS):
+            # Fresh workers for each: a worker's heap stays at its peak after a run
+            # (glibc keeps what it may reuse), which the next run's peak would include.
             job = config(data.train, data.validation, scratch / f"run-{replicas}", replicas)
-            with watch_workers(client) as watch:
+            with (
+                limited_client(WORKERS, MEMORY_LIMIT) as (_, client),
+                watch_workers(client) as watch,
+            ):
                 runs[replicas] = (timed(lambda job=job: train_incremental(job, client)), watch)
     result.checks = [
         Check(
