@@ -4,9 +4,8 @@ One chain of ``partial_fit`` keeps one core busy however many workers there are.
 With ``incremental.replicas`` R > 1, each round hands R blocks to R copies of the
 same model, fitted at once on different workers, and their parameters are
 averaged into the next round's model (iterative parameter mixing, McDonald et
-al. 2010; for convex losses it converges like the sequential chain). Rounds are
-fixed by the step count, never by the number of workers, so the result is the
-same on any cluster and after a resume.
+al. 2010). Rounds are fixed by the step count, never by the number of workers,
+so the result is the same on any cluster and after a resume.
 
 Workers run ``average_models``: this module stays as light as ``blocks``.
 """
