@@ -44,7 +44,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[bench]'
 	touch $@
 
-# Full sizes, about 11 minutes on 2 cores (generating the data first: about 4 more);
+# Full sizes, about 12.5 minutes on 2 cores (generating the data first: about 4 more);
 # BENCH_ARGS=--smoke for seconds.
 BENCH_ARGS ?=
 bench: venv $(VENV)/.bench-installed

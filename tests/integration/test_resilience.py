@@ -62,49 +62,35 @@ def worker_pids(address: str) -> dict[str, int]:
         return client.run(os.getpid)
 
 
-EVERY_WORKER = "every worker"
-
-
 class WorkerKiller(threading.Thread):
     """SIGKILLs a worker process once ``pattern`` matches under ``folder``: the last
-    one, the one ``choose`` names (a function run on the scheduler), or with
-    ``EVERY_WORKER`` all of them (their nannies start new ones)."""
+    one, or with ``every`` all of them (their nannies start new ones)."""
 
     def __init__(
         self,
         address: str,
         folder: Path,
         pattern: str,
-        choose: Callable[[Any], str | None] | str | None = None,
+        every: bool = False,
         timeout: float = 240,
     ) -> None:
         super().__init__(daemon=True)
-        self.address, self.folder, self.pattern = address, folder, pattern
-        self.choose, self.timeout = choose, timeout
+        self.folder, self.pattern = folder, pattern
+        self.every, self.timeout = every, timeout
         self.pids = worker_pids(address)
         self.killed_at: float | None = None
 
     def victims(self) -> list[int]:
-        if self.choose is None:
-            return [sorted(self.pids.items())[-1][1]]
-        if self.choose == EVERY_WORKER:
-            return list(self.pids.values())
-        from distributed import Client
-
-        with Client(self.address, timeout=30) as client:
-            address = client.run_on_scheduler(self.choose)
-        return [self.pids[address]] if address in self.pids else []
+        return list(self.pids.values()) if self.every else [sorted(self.pids.items())[-1][1]]
 
     def run(self) -> None:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if list(self.folder.glob(self.pattern)):
-                pids = self.victims()
-                for pid in pids:
+                for pid in self.victims():
                     os.kill(pid, signal.SIGKILL)
-                if pids:
-                    self.killed_at = time.monotonic()
-                    return
+                self.killed_at = time.monotonic()
+                return
             time.sleep(0.02)
 
 
@@ -125,7 +111,7 @@ def calm_and_faulty(
     cluster: ProcessCluster,
     tmp_path: Path,
     pattern: str,
-    choose: Callable[[Any], str | None] | str | None = None,
+    every: bool = False,
 ) -> tuple[Path, Path, subprocess.CompletedProcess]:
     """An uninterrupted run, then the same job with workers SIGKILLed once ``pattern``
     appears under its checkpoints (see ``WorkerKiller``); both must succeed. Returns
@@ -137,7 +123,7 @@ def calm_and_faulty(
     )
     assert calm.returncode == 0, calm.stderr
     out = tmp_path / "faulty"
-    killer = WorkerKiller(cluster.address, out / "checkpoints", pattern, choose)
+    killer = WorkerKiller(cluster.address, out / "checkpoints", pattern, every)
     killer.start()
     faulty = train(
         *command, config=make_config(tmp_path / "faulty.yaml", data, out), cluster=cluster
@@ -259,7 +245,7 @@ def test_incremental_survives_losing_its_workers_and_sees_every_block(
         # Every worker: the models in flight are lost for sure. With one killed, dask may
         # recompute what it held from what the other one holds, without a new attempt
         # (which also ends with every block seen once, but not through a checkpoint).
-        EVERY_WORKER,
+        every=True,
     )
     assert "lost a worker" in faulty.stdout and "from checkpoint at block" in faulty.stdout
 
