@@ -155,6 +155,33 @@ def test_regression_reports_rmse_and_r2(dask_cluster, tmp_path):
     assert validation["r2"] > 0.95 and validation["rmse"] < 0.5
 
 
+@pytest.mark.parametrize("validation_files", [1, 3])
+def test_regression_r2_on_explicit_validation_files_matches_sklearn(
+    dask_cluster, tmp_path, validation_files
+):
+    """Explicit validation files are read from futures on each worker; R² over them
+    once crashed dask's array graph ("pop from an empty set" with one file)."""
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame(rng.normal(size=(9_000, 4)).astype("float32"), columns=list("abcd"))
+    frame["y"] = 2 * frame["a"] + frame["c"] * frame["d"] + rng.normal(scale=0.3, size=len(frame))
+    train = write_files(frame.iloc[:6_000], tmp_path / "train", files=3)
+    valid = write_files(frame.iloc[6_000:], tmp_path / "valid", files=validation_files)
+    out = tmp_path / "o"
+    result = run_cli(
+        "train", "xgboost", "--train", str(train), "--validation", str(valid), "--target", "y",
+        "--output", str(out), "--rounds", "30", "--scheduler", dask_cluster.address,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    reported = json.loads((out / "metrics.json").read_text())["validation"]["r2"]
+    held_out = read_folder(valid)
+    booster = xgboost.Booster(model_file=str(out / "model.ubj"))
+    predicted = booster.predict(xgboost.DMatrix(held_out[list("abcd")]))
+    assert reported == pytest.approx(r2_score(held_out["y"], predicted), abs=1e-5)
+    assert reported > 0.5
+
+
 def test_early_stopping_stops_before_the_requested_rounds(dask_cluster, small_dataset, tmp_path):
     config = write_config(
         tmp_path / "job.yaml",

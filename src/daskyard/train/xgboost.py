@@ -199,11 +199,17 @@ def _is_lost_peer(exc: BaseException) -> bool:
 
 
 def _regression_r2(client: Client, booster: xgboost.Booster, data: LoadedData) -> float:
+    """R² on the validation rows, with dataframe reductions only.
+
+    The predictions keep the validation frame's partitions and index, so the
+    arithmetic pairs them partition by partition. Not via ``to_dask_array``: on
+    a frame read from futures (daskyard's spread reads) dask 2026.8 builds a
+    broken array graph from it ("pop from an empty set", a cycle, or cancelled
+    futures, depending on the partition count).
+    """
     features = list(data.columns.features)
+    truth = data.validation[data.columns.target]
     predictions = dxgb.predict(client, booster, data.validation[features])
-    truth = data.validation[data.columns.target].to_dask_array(lengths=True)
-    if hasattr(predictions, "to_dask_array"):
-        predictions = predictions.to_dask_array(lengths=True)
     residual, total = dask.compute(
         ((truth - predictions) ** 2).sum(), ((truth - truth.mean()) ** 2).sum()
     )
