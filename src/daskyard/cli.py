@@ -64,8 +64,9 @@ def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
         "--local-workers",
         type=int,
         metavar="N",
-        help="single-thread worker processes of the embedded cluster (default: one per core; "
-        "XGBoost jobs: one worker with every core, which needs no collective between processes)",
+        help="single-thread workers of the embedded cluster (default: one per core; XGBoost "
+        "jobs: one worker with every core). Worker processes, except for XGBoost, whose "
+        "workers are threads of this process (its training releases the GIL)",
     )
 
 
@@ -297,7 +298,8 @@ def build_parser() -> Parser:
         "--local-workers",
         type=int,
         metavar="N",
-        help="worker processes (default: the machine's cores)",
+        help="one-thread workers of the embedded cluster, threads of this process "
+        "(default: one worker with every core)",
     )
     demo.set_defaults(handler=_demo)
     return parser

@@ -75,8 +75,7 @@ def run_xgboost(config: XGBoostJobConfig, stream: TextIO | None = None) -> Any:
         lambda r: f"{r.metrics['rounds']} rounds",
         ["model.ubj", "metrics.json", "manifest.json"],
         stream,
-        warm=[*READERS, "dask.dataframe", "xgboost.dask"],
-        threaded=True,
+        threaded=True,  # embedded: workers are threads of this process, nothing to warm
         embedded=config.cluster.scheduler is None,
     )
 

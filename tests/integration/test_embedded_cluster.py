@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -46,6 +47,20 @@ def test_the_in_process_worker_of_a_threaded_job_does_not_profile_either():
     with embedded_cluster(1, threads=2, processes=False) as cluster, Client(cluster) as client:
         profiling = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
     assert profiling and not any(profiling.values())
+
+
+def test_a_threaded_job_asking_for_workers_gets_them_in_its_process_with_its_memory():
+    """XGBoost with --local-workers: one-thread workers in this process. Each watches
+    the whole process's memory, so each gets the whole limit, not a share of it."""
+    with connect(ClusterConfig(local_workers=2), threaded=True) as client:
+        found = client.run(
+            lambda dask_worker: (
+                os.getpid(),
+                dask_worker.state.nthreads,
+                dask_worker.memory_manager.memory_limit,
+            )
+        )
+    assert sorted(found.values()) == [(os.getpid(), 1, MEMORY_LIMIT)] * 2
 
 
 def _import_state(module: str) -> tuple[bool, bool, int]:

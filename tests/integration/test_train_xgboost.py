@@ -316,21 +316,26 @@ def test_declared_categorical_feature_trains_with_one_category_set(dask_cluster,
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["validation"]["auc"] > 0.99
 
 
-def bound_ports(count: int) -> tuple[int, list[socket.socket]]:
-    """``count`` consecutive loopback ports, bound (as a stale tracker holds its port)."""
+def bound_ports(count: int, span: int) -> tuple[int, list[socket.socket]]:
+    """``span`` consecutive free loopback ports, the first ``count`` of them bound (as
+    a stale tracker holds its port). The others are checked free: one held by
+    anything else would change where the tracker goes."""
     for _ in range(50):
         first = free_port()
         held: list[socket.socket] = []
         try:
-            for port in range(first, first + count):
+            for port in range(first, first + span):
                 sock = socket.socket()
                 held.append(sock)
                 sock.bind(("127.0.0.1", port))
-            return first, held
         except OSError:
             for sock in held:
                 sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports")
+            continue
+        for sock in held[count:]:
+            sock.close()
+        return first, held[:count]
+    raise RuntimeError(f"no {span} consecutive free ports")
 
 
 @pytest.mark.parametrize("taken", [1, 2])
@@ -339,7 +344,7 @@ def test_tracker_takes_the_next_declared_port_or_says_why_it_cannot(
 ):
     """Ports held by stale trackers (dmlc/xgboost#7959) are skipped; when the whole
     range is held, the job says so and lets XGBoost take any port."""
-    first, held = bound_ports(taken)
+    first, held = bound_ports(taken, span=2)
     try:
         config = write_config(
             tmp_path / "job.yaml",

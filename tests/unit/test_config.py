@@ -128,7 +128,7 @@ def test_param_without_key_and_value_is_rejected(text):
         parse_param(text)
 
 
-def test_embedded_cluster_shape_follows_the_job_unless_workers_are_given():
+def test_embedded_cluster_shape_follows_the_job_and_the_workers_asked_for():
     import os
 
     from daskyard.cluster import EmbeddedShape, embedded_shape
@@ -136,7 +136,9 @@ def test_embedded_cluster_shape_follows_the_job_unless_workers_are_given():
     cores = os.cpu_count()
     assert embedded_shape(None, threaded=True) == EmbeddedShape(1, cores, processes=False)
     assert embedded_shape(None, threaded=False) == EmbeddedShape(cores, 1, processes=True)
-    assert embedded_shape(3, threaded=True) == EmbeddedShape(3, 1, processes=True)
+    # XGBoost's workers stay threads of the job's process, one thread each as asked.
+    assert embedded_shape(3, threaded=True) == EmbeddedShape(3, 1, processes=False)
+    assert embedded_shape(3, threaded=False) == EmbeddedShape(3, 1, processes=True)
 
 
 def test_worker_malloc_thresholds_are_a_share_of_the_memory_limit_within_glibc_bounds():
