@@ -187,7 +187,9 @@ def search_incremental(
     sampled = sample_candidates(space, settings.candidates, config.data.seed)
     # Every candidate's values are checked now, before any cluster work.
     for params in sampled:
-        build_estimator(estimator_cls, {**settings.params, **params}, settings.estimator)
+        build_estimator(
+            estimator_cls, {**settings.params, **params}, settings.estimator, seed=config.data.seed
+        )
 
     identities: list[str] = []  # the run id, known once the data is planned
 
@@ -223,7 +225,10 @@ def search_incremental(
 
     def fresh(candidate: Candidate) -> BaseEstimator:
         return build_estimator(
-            estimator_cls, {**settings.params, **candidate.params}, settings.estimator
+            estimator_cls,
+            {**settings.params, **candidate.params},
+            settings.estimator,
+            seed=config.data.seed,
         )
 
     candidates = [

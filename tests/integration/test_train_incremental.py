@@ -103,6 +103,24 @@ def test_sgd_matches_a_single_process_partial_fit_loop(dask_cluster, blocks, tmp
     assert manifest["training"]["scaling"] is True
 
 
+def test_a_job_without_random_state_makes_the_same_model_every_run(dask_cluster, blocks, tmp_path):
+    """The estimator's unset random_state is data.seed: SGD shuffles each block in
+    partial_fit, and unseeded two runs of one job differed."""
+    models = []
+    for run in range(2):
+        out = tmp_path / f"run{run}"
+        result = run_cli(
+            "train", "incremental", "--estimator", "sklearn.linear_model.SGDClassifier",
+            "--train", str(blocks / "train"), "--validation", str(blocks / "valid"),
+            "--target", "label", "--output", str(out), "--scheduler", dask_cluster.address,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        models.append(load_model(out / "model.skops")[-1])
+    np.testing.assert_array_equal(models[0].coef_, models[1].coef_)
+    params = json.loads((tmp_path / "run1" / "manifest.json").read_text())["training"]["params"]
+    assert params["random_state"] == 42
+
+
 def test_regressor_reports_r2_and_rmse(dask_cluster, tmp_path):
     rng = np.random.default_rng(4)
     frame = pd.DataFrame(rng.normal(size=(20_000, 3)), columns=["a", "b", "c"])

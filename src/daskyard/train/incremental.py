@@ -197,7 +197,10 @@ def prepare_stream(
     """
     estimator_cls = resolve_estimator(settings.estimator, settings.allowed_packages)
     estimator = build_estimator(
-        estimator_cls, settings.params if params is None else params, settings.estimator
+        estimator_cls,
+        settings.params if params is None else params,
+        settings.estimator,
+        seed=config.data.seed,
     )
     check_replicas(estimator, getattr(settings, "replicas", 1), settings.estimator)
     classifier = is_classifier(estimator)
