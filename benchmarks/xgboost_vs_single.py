@@ -6,9 +6,10 @@ validation set evaluated every round as daskyard does). The daskyard figure runs
 ``train_xgboost`` on an already running embedded cluster (data loading and
 validation, training, checkpoints and artifacts included); the CLI figure is the
 whole ``daskyard train xgboost --local-workers 2`` process, embedded cluster start
-included. Reported for reference: the CLI without that flag (its default on one
-machine: one in-process worker with every core) and a straightforward
-``xgboost.dask`` run on the same cluster.
+included (its 2 one-thread workers are threads of that process, with the collective
+between them, as daskyard embeds XGBoost's workers). Reported for reference: the
+CLI without that flag (its default on one machine: one in-process worker with
+every core) and a straightforward ``xgboost.dask`` run on the same cluster.
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ def run(options: Options) -> BenchmarkResult:
     result.notes.append(
         f"best of {repeat} per contender, run round-robin; daskyard on an already "
         "running embedded cluster with libraries imported on its workers; the CLI figure is the "
-        "whole process (interpreter, imports, cluster start, first imports on the workers)"
+        "whole process (interpreter, imports, cluster start: 2 one-thread workers in that process)"
     )
     json.dumps(result.details)  # fail here, not in the writer, if a detail is not JSON
     return result
