@@ -14,10 +14,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import PurePosixPath
 from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from daskyard.errors import ConfigError
 
 # The packages whose versions must match across client, scheduler and workers.
 TRACKED_PACKAGES = {
@@ -49,6 +52,25 @@ def join_url(base: str, *parts: str) -> str:
 def url_to_fs(url: str, storage_options: dict[str, Any] | None = None):
     """fsspec filesystem and path for a URL (local paths, file://, s3://, gs://, ...)."""
     return fsspec.core.url_to_fs(url, **(storage_options or {}))
+
+
+def check_folder_url(url: str, key: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Refuse, before any work, a local folder URL that is a file or lies under one.
+
+    Writing there fails only when the first checkpoint is saved, with an OSError
+    that reads like lost storage. Object stores have no such conflict (a key and
+    a prefix of the same name coexist), so only local paths are checked.
+    """
+    fs, path = url_to_fs(url, storage_options)
+    if not isinstance(fs, LocalFileSystem):
+        return
+    target = PurePosixPath(path)
+    for folder in (target, *target.parents):  # the nearest existing one decides
+        if fs.exists(str(folder)):
+            if fs.isdir(str(folder)):
+                return
+            where = "is a file" if folder == target else f"is under the file '{folder}'"
+            raise ConfigError(f"{key} '{url}' {where}, not a folder: choose a folder path")
 
 
 def write_bytes_atomic(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> str:

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 from distributed import Client
 
 from daskyard import progress
-from daskyard.artifacts import join_url
+from daskyard.artifacts import check_folder_url, join_url
 from daskyard.cluster import connect
 from daskyard.config import IncrementalJobConfig, JobConfig, SearchJobConfig, XGBoostJobConfig
 from daskyard.imports import import_all
@@ -47,6 +47,8 @@ def _run(
     of one after the other (about 2 s of each on 2 cores).
     """
     embedded = config.cluster.scheduler is None
+    check_folder_url(config.output, "output", config.storage_options)
+    check_folder_url(config.checkpoint_url, "checkpoints", config.storage_options)
     with connect(config.cluster, threaded=threaded, warm=warm) as client:
         module, _, name = trainer.partition(":")
         import_all([module])

@@ -177,6 +177,19 @@ CASES: dict[str, Case] = {
     "param xgboost rejects": (good, [*XGB, "--param", "max_depth=-2"], 2, "XGBoost rejects"),
     "unknown objective": (good, [*XGB, "--param", "objective=binary:nope"], 2, "XGBoost rejects"),
     "mistyped flag": (good, [*XGB, "--roundz", "3"], 2, "did you mean --rounds?"),
+    # Once found only at the first checkpoint, as if storage were lost (exit 75).
+    "output is a file": (
+        good,
+        [*XGB, "--output", "{tmp}/data/part-000.parquet"],
+        2,
+        "part-000.parquet' is a file, not a folder",
+    ),
+    "output under a file": (
+        good,
+        [*INC, "--output", "{tmp}/data/part-001.parquet/run"],
+        2,
+        "is under the file '",
+    ),
     "config: misspelt key": (
         config_with("data: {{train: {data}, target: label, traget: x}}\noutput: {out}\n"),
         CONFIG,

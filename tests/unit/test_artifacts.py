@@ -104,3 +104,19 @@ def test_pruning_removes_each_checkpoint_with_its_manifest(tmp_path):
     ]
     manifest = json.loads((tmp_path / "ckpt" / "step-000020.bin.manifest.json").read_text())
     assert manifest == {"step": 20, "bytes": 20, "sha256": hashlib.sha256(b"x" * 20).hexdigest()}
+
+
+def test_a_folder_url_may_be_new_or_an_existing_folder_but_not_a_file(tmp_path):
+    from daskyard.artifacts import check_folder_url
+    from daskyard.errors import ConfigError
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    check_folder_url(str(tmp_path / "runs"), "output")
+    check_folder_url(str(tmp_path / "runs" / "new" / "deeper"), "output")
+    check_folder_url(f"file://{tmp_path}/runs/new", "output")
+    check_folder_url("memory://bucket/notes.txt/run", "output")  # not local: not checked
+    with pytest.raises(ConfigError, match=r"output '.*notes\.txt' is a file, not a folder"):
+        check_folder_url(str(tmp_path / "notes.txt"), "output")
+    with pytest.raises(ConfigError, match=r"checkpoints '.*' is under the file '.*notes\.txt'"):
+        check_folder_url(f"file://{tmp_path}/notes.txt/a/b", "checkpoints")
