@@ -200,7 +200,7 @@ def search_incremental(
     try:
         # The first pass leaves the files it read in the workers' block caches.
         prepared = prepare_stream(
-            client, config, settings, hold_out_files=True, cache_run=cache_run
+            client, config, settings, hold_out_files=True, cache_run=cache_run, stream=stream
         )
     except BaseException:
         for run in identities:

@@ -238,6 +238,15 @@ CASES: dict[str, Case] = {
     ),
     "target too large for float32": (target_too_large_for_float32, XGB, 3, "(first at row 3"),
     "estimator: continuous target": (good, [*INC, "--target", "f0"], 3, "continuous values"),
+    "estimator: a label incremental.classes leaves out": (
+        config_with(
+            "train: {data}\ntarget: label\noutput: {out}\n"
+            "incremental: {{estimator: sklearn.linear_model.SGDClassifier, classes: [0]}}\n"
+        ),
+        ["train", "incremental", "--config", "{tmp}/job.yaml"],
+        3,
+        "holds [1], which incremental.classes [0] leaves out",
+    ),
     "search: unknown spec kind": (
         good,
         [

@@ -121,6 +121,30 @@ def test_a_job_without_random_state_makes_the_same_model_every_run(dask_cluster,
     assert params["random_state"] == 42
 
 
+def test_a_validation_label_unseen_in_training_is_scored_and_reported(
+    dask_cluster, blocks, tmp_path
+):
+    """partial_fit must know every class it is scored on; this once failed after
+    training with an IndexError (exit 1)."""
+    valid = pd.concat(read_sorted(blocks / "valid"))
+    valid.loc[valid.index[:50], "label"] = 2  # a class no training file holds
+    folder = write_files(valid, tmp_path / "valid", files=1)
+    out = tmp_path / "run"
+    result = run_cli(
+        "train", "incremental", *SGD, "--train", str(blocks / "train"),
+        "--validation", str(folder), "--target", "label", "--output", str(out),
+        "--scheduler", dask_cluster.address,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "warning: validation labels [2] of 'label' never occur in the training" in result.stdout
+    pipeline = load_model(out / "model.skops")
+    assert list(pipeline[-1].classes_) == [0, 1, 2]
+    features = [c for c in valid.columns if c != "label"]
+    accuracy = accuracy_score(valid["label"], pipeline.predict(valid[features]))
+    reported = json.loads((out / "metrics.json").read_text())["validation"]["accuracy"]
+    assert reported == pytest.approx(accuracy, abs=1e-9)
+
+
 def test_regressor_reports_r2_and_rmse(dask_cluster, tmp_path):
     rng = np.random.default_rng(4)
     frame = pd.DataFrame(rng.normal(size=(20_000, 3)), columns=["a", "b", "c"])

@@ -72,6 +72,21 @@ def test_merged_file_summaries_equal_a_scaler_fitted_on_all_training_rows(tmp_pa
     assert merged["classes"] == (0, 1, 2)
 
 
+def test_a_class_only_held_out_rows_hold_is_still_a_class(tmp_path):
+    """With a split, the labels of a file are those of all its rows: the model must
+    know a class to be scored on rows of it."""
+    (path,) = write_files(tmp_path, [400])
+    frame = pd.read_parquet(path)
+    reader = source((3, 0.5))
+    held_out = reader.read(path, 0)[SPLIT_COLUMN].to_numpy()
+    frame.loc[np.flatnonzero(held_out)[0], "label"] = 7  # one held-out row only
+    frame.to_parquet(path)
+    assert 7 not in set(reader.read(path, 0).query(f"not {SPLIT_COLUMN}")["label"])
+    assert combine_summaries([file_summary(path, 0, reader, True, False)])["classes"] == (
+        0, 1, 2, 7,
+    )  # fmt: skip
+
+
 def test_loaded_block_holds_scaled_training_rows_only(tmp_path):
     (path,) = write_files(tmp_path, [400])
     reader = source((3, 0.5))

@@ -118,17 +118,18 @@ def file_summary(
 ) -> dict[str, Any]:
     """One file's row counts, labels and per-feature moments, from one read.
 
-    Moments are the mean and the sum of squared deviations (M2) of the training
-    rows, in float64, which ``combine_summaries`` merges exactly (Chan et al.)
-    instead of the cancellation-prone sum of squares. With ``run``, the read file
-    stays in this worker's cache for that run's first load of it.
+    Labels are those of every row, held-out rows of a split included: a class
+    that only they hold is still a class of the data set (the model must know it
+    to score them). Moments are the mean and the sum of squared deviations (M2)
+    of the training rows, in float64, which ``combine_summaries`` merges exactly
+    (Chan et al.) instead of the cancellation-prone sum of squares. With ``run``,
+    the read file stays in this worker's cache for that run's first load of it.
     """
     frame = _read_kept(url, index, source, run)
     rows = _rows(frame, validation=False)
     out: dict[str, Any] = {"rows": len(frame), "train_rows": len(rows)}
     if want_classes:
-        # One more than the limit is enough to tell a continuous target apart.
-        out["classes"] = pd.unique(rows[source.columns.target].dropna())[: MAX_CLASSES + 1]
+        out["classes"] = _labels(frame, source)
     if want_moments:
         out.update(_moments(rows[list(source.columns.features)].to_numpy()))
     return out
@@ -181,9 +182,21 @@ def combine_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return combined
 
 
-def count_rows(url: str, index: int, source: FileSource, run: str | None = None) -> int:
-    """Rows of a validation file, read and checked now so a bad file fails before training."""
-    return len(_read_kept(url, index, source, run))
+def validation_summary(
+    url: str, index: int, source: FileSource, want_classes: bool, run: str | None = None
+) -> dict[str, Any]:
+    """A validation file's rows (and labels), read and checked now so that a bad file
+    fails before training."""
+    frame = _read_kept(url, index, source, run)
+    out: dict[str, Any] = {"rows": len(frame), "train_rows": 0}  # as combine_summaries reads
+    if want_classes:
+        out["classes"] = _labels(frame, source)
+    return out
+
+
+def _labels(frame: pd.DataFrame, source: FileSource) -> np.ndarray:
+    # One more than the limit is enough to tell a continuous target apart.
+    return pd.unique(frame[source.columns.target].dropna())[: MAX_CLASSES + 1]
 
 
 # ---------------------------------------------------------------- training steps

@@ -38,13 +38,13 @@ from daskyard.train.blocks import (
     FileSource,
     combine_metrics,
     combine_summaries,
-    count_rows,
     dumps_model,
     evaluate_file,
     file_summary,
     fit_block,
     load_block_after,
     save_checkpoint,
+    validation_summary,
 )
 
 # Modules whose types a daskyard checkpoint may hold (skops refuses anything else).
@@ -62,13 +62,21 @@ class IncrementalResult:
 # ---------------------------------------------------------------- client-side run
 
 
+@dataclass(frozen=True)
+class FirstPass:
+    rows: dict[str, int]
+    classes: tuple[Any, ...] | None  # labels of the training files (held-out rows too)
+    validation_classes: tuple[Any, ...] | None  # labels of the validation files
+    scaler: StandardScaler | None
+
+
 def first_pass(
     client: Client,
     plan: DataPlan,
     want_classes: bool,
     want_scaler: bool,
     run: str | None = None,
-) -> tuple[dict[str, int], tuple[Any, ...] | None, StandardScaler | None]:
+) -> FirstPass:
     """One read of every file on the workers, one task per file: row counts, classes and
     scaling moments, merged here. With ``run``, each worker keeps the files it read
     in its block cache under that run (see ``daskyard.train.cache``)."""
@@ -84,27 +92,33 @@ def first_pass(
         run=run,
         pure=False,
     )
-    counted = []
+    checked = []
     if plan.validation is not None:
         valid = plan.validation
-        counted = client.map(
-            count_rows,
+        checked = client.map(
+            validation_summary,
             list(valid.files),
             range(len(valid.files)),
             source=FileSource.of(valid, plan.columns),
+            want_classes=want_classes,
             run=run,
             pure=False,
         )
     summary = combine_summaries(client.gather(summaries))
+    validation = combine_summaries(client.gather(checked)) if checked else None
     train_rows = summary["train_rows"]
-    held_out = sum(client.gather(counted)) if counted else summary["rows"] - train_rows
-    rows = {"train": train_rows, "validation": held_out}
+    held_out = validation["rows"] if validation else summary["rows"] - train_rows
     scaler = None
     if want_scaler:
         scaler = _fitted_scaler(
             summary["mean"], summary["var"], train_rows, list(plan.columns.features)
         )
-    return rows, summary.get("classes"), scaler
+    return FirstPass(
+        rows={"train": train_rows, "validation": held_out},
+        classes=summary.get("classes"),
+        validation_classes=validation.get("classes") if validation else None,
+        scaler=scaler,
+    )
 
 
 def _fitted_scaler(
@@ -120,6 +134,41 @@ def _fitted_scaler(
     scaler.n_features_in_ = len(features)
     scaler.feature_names_in_ = np.asarray(features, dtype=object)
     return scaler
+
+
+def model_classes(
+    found: FirstPass,
+    declared: list[Any] | None,
+    target: str,
+    stream: TextIO | None,
+) -> tuple[Any, ...]:
+    """The classes the model is told about: ``declared`` (incremental.classes), or
+    every label of the training and validation files.
+
+    A validation label the training files never hold is kept (partial_fit must
+    know every class it is scored on, or scoring fails) and reported: the model
+    cannot predict it, so its rows count as errors. A label outside ``declared``
+    is refused: partial_fit would stop on it midway through the stream.
+    """
+    training = set(found.classes or ())
+    validation = set(found.validation_classes or ())
+    if declared is not None:
+        undeclared = sorted((training | validation) - set(declared))
+        if undeclared:
+            raise DataError(
+                f"target column '{target}' holds {undeclared[:5]}, which incremental.classes "
+                f"{list(declared)} leaves out: add them to incremental.classes, or drop those "
+                "rows"
+            )
+        return tuple(declared)
+    unseen = sorted(validation - training)
+    if unseen:
+        progress.say(
+            stream,
+            f"warning: validation labels {unseen[:5]} of '{target}' never occur in the training "
+            "data: the model cannot predict them, so their rows count as errors",
+        )
+    return tuple(sorted(training | validation))
 
 
 def check_classes(classes: tuple[Any, ...], target: str, estimator_path: str) -> None:
@@ -185,6 +234,7 @@ def prepare_stream(
     params: dict[str, Any] | None = None,
     hold_out_files: bool = False,
     cache_run: Callable[[DataPlan], str] | None = None,
+    stream: TextIO | None = None,
 ) -> Prepared:
     """Check the estimator (before any work), plan the data, run the first pass.
 
@@ -219,15 +269,15 @@ def prepare_stream(
     if hold_out_files and plan.validation is None:
         plan = _hold_out_files(plan, config.data.validation_fraction, config.data.seed)
     scale = settings.scale if settings.scale is not None else is_linear_model(estimator)
-    want_classes = classifier and settings.classes is None
     try:
         run = cache_run(plan) if cache_run is not None else None
-        rows, classes, scaler = first_pass(client, plan, want_classes, scale, run)
+        found = first_pass(client, plan, classifier, scale, run)
     except infrastructure_errors() as exc:
         raise _lost(exc) from None
+    rows, scaler, classes = found.rows, found.scaler, None
     check_rows(rows, plan, config.data)
     if classifier:
-        classes = tuple(settings.classes) if settings.classes is not None else classes
+        classes = model_classes(found, settings.classes, plan.columns.target, stream)
         check_classes(classes, plan.columns.target, settings.estimator)
     # Every read checks the features (no NaN or inf: missing_features_allowed=False)
     # and a numeric target; a classifier's labels passed check_classes (inf is not a
@@ -266,7 +316,7 @@ def train_incremental(
 ) -> IncrementalResult:
     timings = Timings()
     settings = config.incremental
-    prepared = prepare_stream(client, config, settings)
+    prepared = prepare_stream(client, config, settings, stream=stream)
     estimator, classifier, plan, rows, spec = (
         prepared.estimator,
         prepared.classifier,
