@@ -77,6 +77,10 @@ class LoadedData:
 # ---------------------------------------------------------------- listing (client)
 
 
+# What read_file_schema gives as the type of every column of a header-only CSV file.
+UNTYPED = "untyped: header only"
+
+
 def _detect_format(name: str) -> str | None:
     lowered = name.lower()
     if lowered.endswith(PARQUET_SUFFIXES):
@@ -159,6 +163,11 @@ def read_file_schema(url: str, fmt: str, storage_options: dict[str, Any]) -> dic
     if empty.columns.duplicated().any():
         dup = empty.columns[empty.columns.duplicated()][0]
         raise DataError(f"column '{dup}' appears twice in '{url}': column names must be unique")
+    if fmt != "parquet" and empty.empty:
+        # A header and no rows (Spark and Dask write these for empty partitions)
+        # says nothing of the types: pandas calls every column object, which would
+        # conflict with the files that have rows.
+        return dict.fromkeys(map(str, empty.columns), UNTYPED)
     return {str(c): str(t) for c, t in empty.dtypes.items()}
 
 
@@ -372,9 +381,19 @@ def plan_columns(
     categorical: Sequence[str],
     numeric_target: bool,
 ) -> ColumnPlan:
-    """Check schemas agree and columns exist and are usable; decide features."""
-    first_url, first = schemas[0]
-    for url, schema in schemas[1:]:
+    """Check schemas agree and columns exist and are usable; decide features.
+
+    Header-only CSV files have names but no types: they must have the same
+    columns, and their types are those of the files with rows.
+    """
+    typed = [(url, schema) for url, schema in schemas if UNTYPED not in schema.values()]
+    if not typed:
+        raise DataError(
+            f"no rows in '{schemas[0][0]}' nor in any other file: every file holds a CSV "
+            "header only; point data.train at files with rows"
+        )
+    first_url, first = typed[0]
+    for url, schema in schemas:
         if list(schema) != list(first):
             missing = [c for c in first if c not in schema]
             extra = [c for c in schema if c not in first]
@@ -395,7 +414,7 @@ def plan_columns(
                     "all files of a data set need the same columns"
                 )
         for column, dtype in schema.items():
-            if _kind(dtype) != _kind(first[column]):
+            if dtype != UNTYPED and _kind(dtype) != _kind(first[column]):
                 raise DataError(
                     f"column '{column}' is {dtype} in '{url}' but {first[column]} in "
                     f"'{first_url}': all files of a data set need the same column types"

@@ -133,6 +133,21 @@ def one_empty_file(tmp: Path) -> Path:
     return folder
 
 
+def header_only_csv(tmp: Path) -> Path:
+    """Spark and Dask write a header-only CSV file for an empty partition."""
+    folder = write_files(classification_frame(2_000), tmp / "d", files=2, fmt="csv")
+    classification_frame(10).iloc[:0].to_csv(folder / "part-002.csv", index=False)
+    return folder
+
+
+def only_headers_csv(tmp: Path) -> Path:
+    folder = tmp / "d"
+    folder.mkdir()
+    for index in range(2):
+        classification_frame(10).iloc[:0].to_csv(folder / f"part-{index}.csv", index=False)
+    return folder
+
+
 def garbage_csv(tmp: Path) -> Path:
     folder = write_files(classification_frame(2_000), tmp / "d", files=2, fmt="csv")
     (folder / "part-001.csv").write_bytes(bytes(range(256)) * 40)
@@ -171,6 +186,8 @@ CASES: dict[str, Case] = {
     "value too large for float32": (too_large_for_float32, XGB, 3, "'f5' in"),
     "unicode column names train": (unicode_columns, XGB, 0, ""),
     "an empty file among others trains": (one_empty_file, XGB, 0, ""),
+    "a header-only csv among others trains": (header_only_csv, XGB, 0, ""),
+    "header-only csv files only": (only_headers_csv, XGB, 3, "every file holds a CSV header only"),
     "negative rounds": (good, [*XGB, "--rounds", "-3"], 2, "invalid value for 'xgboost.rounds'"),
     "zero local workers": (good, [*XGB, "--local-workers", "0"], 2, "'cluster.local_workers'"),
     "param without value": (good, [*XGB, "--param", "max_depth"], 2, "is not KEY=VALUE"),
