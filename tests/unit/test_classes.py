@@ -38,3 +38,8 @@ def test_declared_classes_win_and_may_name_labels_the_data_lacks():
 def test_a_label_the_declared_classes_leave_out_is_refused(training, validation):
     with pytest.raises(DataError, match=r"'y' holds \[2\], which incremental.classes \[0, 1\]"):
         model_classes(found(training, validation), [0, 1], "y", None)
+
+
+def test_the_refusal_names_the_key_the_job_declared_them_under():
+    with pytest.raises(DataError, match=r"search.classes \[0\] leaves out: add them to search"):
+        model_classes(found((0, 1)), [0], "y", None, "search.classes")

@@ -141,8 +141,9 @@ def model_classes(
     declared: list[Any] | None,
     target: str,
     stream: TextIO | None,
+    key: str = "incremental.classes",
 ) -> tuple[Any, ...]:
-    """The classes the model is told about: ``declared`` (incremental.classes), or
+    """The classes the model is told about: ``declared`` (the config's ``key``), or
     every label of the training and validation files.
 
     A validation label the training files never hold is kept (partial_fit must
@@ -156,9 +157,8 @@ def model_classes(
         undeclared = sorted((training | validation) - set(declared))
         if undeclared:
             raise DataError(
-                f"target column '{target}' holds {undeclared[:5]}, which incremental.classes "
-                f"{list(declared)} leaves out: add them to incremental.classes, or drop those "
-                "rows"
+                f"target column '{target}' holds {undeclared[:5]}, which {key} "
+                f"{list(declared)} leaves out: add them to {key}, or drop those rows"
             )
         return tuple(declared)
     unseen = sorted(validation - training)
@@ -277,7 +277,10 @@ def prepare_stream(
     rows, scaler, classes = found.rows, found.scaler, None
     check_rows(rows, plan, config.data)
     if classifier:
-        classes = model_classes(found, settings.classes, plan.columns.target, stream)
+        key = (
+            "incremental.classes" if isinstance(config, IncrementalJobConfig) else "search.classes"
+        )
+        classes = model_classes(found, settings.classes, plan.columns.target, stream, key)
         check_classes(classes, plan.columns.target, settings.estimator)
     # Every read checks the features (no NaN or inf: missing_features_allowed=False)
     # and a numeric target; a classifier's labels passed check_classes (inf is not a
