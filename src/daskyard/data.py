@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 import numpy as np
 import pandas as pd
-from distributed import Client
+from distributed import Client, Future
 
 from daskyard.artifacts import url_to_fs
 from daskyard.config import DataConfig
 from daskyard.errors import DataError
+from daskyard.placement import assign_files
 
 if TYPE_CHECKING:
     # Imported where a frame is built, not here: workers import this module for
@@ -45,6 +46,16 @@ class DataSource:
     format: str  # "parquet" | "csv"
     fingerprint: str
     storage_options: dict[str, Any]
+    sizes: tuple[int, ...] = ()  # bytes per file as listed; 0 where the store gives none
+
+    def subset(self, indices: Sequence[int], url: str | None = None) -> DataSource:
+        """These files only (sizes kept in step), e.g. the files a search holds out."""
+        return replace(
+            self,
+            url=url or self.url,
+            files=tuple(self.files[i] for i in indices),
+            sizes=tuple(self.sizes[i] for i in indices) if self.sizes else (),
+        )
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,7 @@ def list_source(url: str, fmt: str, storage_options: dict[str, Any]) -> DataSour
         format=formats.pop(),
         fingerprint=hashlib.sha256(repr(identity).encode()).hexdigest(),
         storage_options=dict(storage_options),
+        sizes=tuple(int(info.get("size") or 0) for info, _ in files),
     )
 
 
@@ -587,17 +599,29 @@ def load_training_data(
 def _persist_spread(
     client: Client, source: DataSource, plan: ColumnPlan, split: tuple[int, float] | None
 ) -> dd.DataFrame:
-    """Read every file on a worker chosen in turn, in proportion to its threads.
+    """All rows of the source, held on the workers as spread_reads places them."""
+    if len(client.scheduler_info(n_workers=-1)["workers"]) < 2:
+        return _frame_from_source(source, plan, split).persist()
+    import dask.dataframe as dd
+
+    futures = spread_reads(client, source, plan, split)
+    return dd.from_delayed(futures, meta=_meta(source, plan, split), verify_meta=False)
+
+
+def spread_reads(
+    client: Client, source: DataSource, plan: ColumnPlan, split: tuple[int, float] | None
+) -> list[Future]:
+    """Read every file on the worker placement.assign_files picks, by its listed size.
 
     Left to the scheduler, the partitions land wherever a thread is free first
-    (10 and 6 of 16 files on two workers was common): XGBoost waits for the
-    busiest worker every round, so an uneven spread costs every round.
+    (10 and 6 of 16 files on two workers was common), and dealing files out in
+    turn leaves a worker short when the files differ in size (an empty one, a
+    last small one): XGBoost waits for the fullest worker every round.
     """
     info = client.scheduler_info(n_workers=-1)["workers"]
-    slots = [address for address, w in sorted(info.items()) for _ in range(w.get("nthreads", 1))]
-    if len(info) < 2:
-        return _frame_from_source(source, plan, split).persist()
-    futures = [
+    sizes = source.sizes or (0,) * len(source.files)
+    owners = assign_files(sizes, {a: w.get("nthreads", 1) for a, w in info.items()})
+    return [
         client.submit(
             read_partition,
             url,
@@ -606,16 +630,13 @@ def _persist_spread(
             source.storage_options,
             plan,
             split,
-            workers=[slots[index % len(slots)]],
+            workers=[owner],
             allow_other_workers=True,  # a worker that left does not stall the read
             pure=False,
             key=f"daskyard-read-{uuid.uuid4().hex}-{index}",
         )
-        for index, url in enumerate(source.files)
+        for index, (url, owner) in enumerate(zip(source.files, owners, strict=True))
     ]
-    import dask.dataframe as dd
-
-    return dd.from_delayed(futures, meta=_meta(source, plan, split), verify_meta=False)
 
 
 def check_rows(rows: dict[str, int], plan: DataPlan, data: DataConfig) -> None:

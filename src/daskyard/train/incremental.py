@@ -304,12 +304,10 @@ def _hold_out_files(plan: DataPlan, fraction: float, seed: int) -> DataPlan:
         )
     order = np.random.default_rng([seed, 1 << 20]).permutation(len(files))
     held = max(1, round(len(files) * fraction))
-    valid = tuple(files[i] for i in sorted(order[:held]))
-    train = tuple(files[i] for i in sorted(order[held:]))
     return replace(
         plan,
-        train=replace(plan.train, files=train),
-        validation=replace(plan.train, files=valid, url=f"{plan.train.url} (held-out files)"),
+        train=plan.train.subset(sorted(order[held:])),
+        validation=plan.train.subset(sorted(order[:held]), f"{plan.train.url} (held-out files)"),
         split=None,
     )
 
