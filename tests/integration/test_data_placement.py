@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import pairwise
 
 import pytest
 from distributed import Client, wait
@@ -32,7 +33,7 @@ def test_one_large_file_and_three_small_ones_split_evenly(dask_cluster, tmp_path
     folder.mkdir()
     # Dealt out in turn, one worker would hold 40k rows and the other 20k.
     bounds = [0, 30_000, 40_000, 50_000, 60_000]
-    for index, (start, stop) in enumerate(zip(bounds, bounds[1:])):
+    for index, (start, stop) in enumerate(pairwise(bounds)):
         frame.iloc[start:stop].to_parquet(folder / f"part-{index}.parquet", index=False)
     with Client(dask_cluster.address) as client:
         rows = rows_by_worker(client, folder)
