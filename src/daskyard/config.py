@@ -11,35 +11,64 @@ import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
+from daskyard import yaml_values
 from daskyard.errors import ConfigError
 
 DEFAULT_TRACKER_PORT = 8788
 
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors, so a typo never silently falls back to a default."""
+    """Unknown keys are errors, so a typo never silently falls back to a default; values
+    are not coerced across types (``rounds: true`` is not 1 round)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _not_blank(value: str) -> str:
+    # An empty URL is the current directory to fsspec: '' as --output wrote to '/'.
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+# A URL, path or column name: an empty one is a mistake, never a default.
+Text = Annotated[str, AfterValidator(_not_blank)]
+
+
+def _unique(values: list[str] | None) -> list[str] | None:
+    if values is not None:
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"lists {', '.join(map(repr, repeated))} more than once")
+    return values
 
 
 class DataConfig(StrictModel):
-    train: str = Field(description="fsspec URL of the training data: file, directory or glob")
-    target: str = Field(description="name of the label column")
-    validation: str | None = Field(None, description="URL of a validation set")
-    features: list[str] | None = Field(
-        None, description="feature columns (default: all but target)"
+    train: Text = Field(description="fsspec URL of the training data: file, directory or glob")
+    target: Text = Field(description="name of the label column")
+    validation: Text | None = Field(None, description="URL of a validation set")
+    features: Annotated[list[str] | None, AfterValidator(_unique)] = Field(
+        None, min_length=1, description="feature columns (default: all but target)"
     )
-    categorical: list[str] = Field(
+    categorical: Annotated[list[str], AfterValidator(_unique)] = Field(
         default_factory=list, description="columns to treat as categories"
     )
     format: Literal["auto", "parquet", "csv"] = "auto"
     validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    seed: int = 42
+    # NumPy's generators take no negative seed.
+    seed: int = Field(42, ge=0, lt=2**63)
 
     @model_validator(mode="after")
     def _target_is_not_a_feature(self) -> DataConfig:
@@ -58,7 +87,11 @@ class TLSConfig(StrictModel):
 
 class ClusterConfig(StrictModel):
     scheduler: str | None = Field(None, description="tcp://host:8786; default: embedded cluster")
-    local_workers: int | None = Field(None, gt=0, description="embedded cluster worker count")
+    # The bound stops a typo (an extra zero or ten) from starting workers until the
+    # machine runs out of memory.
+    local_workers: int | None = Field(
+        None, gt=0, le=1024, description="embedded cluster worker count"
+    )
     connect_timeout: float = Field(30.0, gt=0.0, description="seconds to reach the scheduler")
     check_versions: bool = True
     # None: dask's own config (DASK_DISTRIBUTED__COMM__TLS__* variables) applies.
@@ -100,8 +133,8 @@ class JobConfig(StrictModel):
     """What every training job has: data, where results go, where it runs."""
 
     data: DataConfig
-    output: str = Field(description="fsspec URL of the run's output folder")
-    checkpoints: str | None = Field(None, description="default: <output>/checkpoints")
+    output: Text = Field(description="fsspec URL of the run's output folder")
+    checkpoints: Text | None = Field(None, description="default: <output>/checkpoints")
     storage_options: dict[str, Any] = Field(default_factory=dict)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
@@ -216,6 +249,7 @@ FLAG_FOR_PATH = {
     ("xgboost", "params"): "--param",
     ("incremental", "estimator"): "--estimator",
     ("incremental", "epochs"): "--epochs",
+    ("incremental", "replicas"): "--replicas",
     ("incremental", "params"): "--param",
     ("search", "estimator"): "--estimator",
     ("search", "params"): "--param",
@@ -236,7 +270,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file '{file}' cannot be read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_values.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -259,7 +293,7 @@ def parse_param(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"--param '{text}' is not KEY=VALUE (for example --param max_depth=6)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_values.load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     if isinstance(value, dict | list):
@@ -300,8 +334,21 @@ def _nest_flat_keys(
     raw: dict[str, Any], flat_keys: Mapping[str, tuple[str, ...]]
 ) -> dict[str, Any]:
     nested: dict[str, Any] = {}
+    spelled: dict[tuple[str, ...], str] = {}  # key path -> how the file first named it
     for key, value in raw.items():
-        _merge_into(nested, flat_keys.get(key, (key,)), value)
+        path = flat_keys.get(key, (key,))
+        names = [(path, key)]
+        if len(path) == 1 and isinstance(value, Mapping):
+            names = [((key, str(k)), f"{key}.{k}") for k in value]
+        for leaf, name in names:
+            # Both 'rounds: 3' and 'xgboost: {rounds: 7}': which one was meant?
+            if leaf in spelled and spelled[leaf] != name:
+                raise ConfigError(
+                    f"config key '{'.'.join(leaf)}' is set twice, as '{spelled[leaf]}' and as "
+                    f"'{name}': keep one"
+                )
+            spelled.setdefault(leaf, name)
+        _merge_into(nested, path, value)
     return nested
 
 
@@ -321,7 +368,10 @@ def build_config(
     """
     env = os.environ if env is None else env
     raw = read_config_file(config_file) if config_file else {}
-    tree = _nest_flat_keys(_normalise_keys(raw), flat_keys)
+    try:
+        tree = _nest_flat_keys(_normalise_keys(raw), flat_keys)
+    except ConfigError as exc:
+        raise ConfigError(f"config file '{config_file}': {exc}") from None
     for path, value in overrides.items():
         if value is None:
             continue
@@ -371,12 +421,15 @@ def describe_validation_error(
         )
         line = f"unknown config key '{key}' in {source}{did_you_mean}"
     elif kind == "missing":
+        # A whole missing section is usually its one required flag not given.
+        flag = flag or flag_for_path.get((*path, "estimator"))
         how = f"pass {flag} or set '{key}' in the config file" if flag else f"set '{key}'"
         line = f"missing required value '{key}': {how}"
     else:
         value = first.get("input")
         shown = f" (got {value!r})" if not isinstance(value, dict) else ""
-        line = f"invalid value for '{key}' in {source}{shown}: {first['msg']}"
+        problem = first["msg"].removeprefix("Value error, ")  # pydantic's wrapper of ours
+        line = f"invalid value for '{key}' in {source}{shown}: {problem}"
     if len(errors) > 1:
         line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return line

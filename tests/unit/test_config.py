@@ -87,6 +87,28 @@ def test_scheduler_comes_from_the_environment_when_not_given(tmp_path):
         ),
         ("rounds: [", {}, "not valid YAML at line 1"),
         ("- a\n- b\n", {}, "must hold a mapping"),
+        # An empty URL is the current directory to fsspec: '' as --output wrote to '/'.
+        (NESTED, {("output",): ""}, "'output' in flag --output (got ''): must not be empty"),
+        (NESTED, {("data", "train"): " "}, "'data.train' in flag --train"),
+        (NESTED.replace("output: out/", "output: ''"), {}, "must not be empty"),
+        (NESTED + "checkpoints: ''\n", {}, "'checkpoints'"),
+        (NESTED.replace("target: label", "target: ''"), {}, "'data.target'"),
+        (NESTED.replace("target: label", "target: label\n  features: []"), {}, "at least 1"),
+        (
+            NESTED.replace("target: label", "target: label\n  features: [a, b, a]"),
+            {},
+            "'data.features' in config file",
+        ),
+        (NESTED.replace("target: label", "target: label\n  features: [a, b, a]"), {}, "'a' more"),
+        (NESTED.replace("target: label", "target: label\n  seed: -1"), {}, "'data.seed'"),
+        # Not coerced: 'rounds: true' was 1 round.
+        (NESTED.replace("rounds: 50", "rounds: true"), {}, "'xgboost.rounds'"),
+        (NESTED.replace("rounds: 50", "rounds: '50'"), {}, "'xgboost.rounds'"),
+        (NESTED, {("cluster", "local_workers"): 10**20}, "flag --local-workers"),
+        # A key given twice, or once flat and once in its section: which one was meant?
+        (NESTED + "output: other/\n", {}, "line 9, column 1: key 'output' is given twice"),
+        (NESTED + "rounds: 3\n", {}, "'xgboost.rounds' is set twice, as 'xgboost.rounds' and"),
+        ("train: a/\ndata: {train: b/, target: y}\noutput: o/\n", {}, "'data.train' is set"),
     ],
 )
 def test_invalid_config_is_one_line_naming_the_key(tmp_path, text, overrides, expected):
@@ -116,6 +138,11 @@ def test_missing_config_file_names_the_path(tmp_path):
         ("objective=binary:logistic", ("objective", "binary:logistic")),
         ("enable_x=true", ("enable_x", True)),
         ("name = abc", ("name", "abc")),
+        # YAML 1.1 reads a float without a dot as text: the README's alpha=1e-4 failed.
+        ("alpha=1e-4", ("alpha", 1e-4)),
+        ("tol=-2.5E+3", ("tol", -2500.0)),
+        ("n=1_000", ("n", 1000)),
+        ("version=1.2.3", ("version", "1.2.3")),
     ],
 )
 def test_param_values_are_typed(text, expected):
@@ -152,3 +179,24 @@ def test_worker_malloc_thresholds_are_a_share_of_the_memory_limit_within_glibc_b
     large = worker_malloc_environ(12 * 1024 * mib)
     assert large == {"MALLOC_TRIM_THRESHOLD_": 64 * mib, "MALLOC_MMAP_THRESHOLD_": 32 * mib}
     assert worker_malloc_environ(16 * mib)["MALLOC_TRIM_THRESHOLD_"] == mib
+
+
+def test_floats_in_a_config_file_need_no_dot(tmp_path):
+    config = build(tmp_path, NESTED.replace("eta: 0.1", "eta: 1e-1, lambda: 2E0, alpha: 0"))
+    assert config.xgboost.params == {"max_depth": 4, "eta": 0.1, "lambda": 2.0, "alpha": 0}
+    assert isinstance(config.xgboost.params["alpha"], int)
+
+
+def test_a_missing_estimator_names_the_flag(tmp_path):
+    from daskyard.config import INCREMENTAL_FLAT_KEYS, IncrementalJobConfig
+
+    path = tmp_path / "job.yaml"
+    path.write_text("train: t/\ntarget: y\noutput: o/\n")
+    with pytest.raises(ConfigError, match="'incremental': pass --estimator"):
+        build_config(
+            IncrementalJobConfig,
+            config_file=str(path),
+            overrides={},
+            flat_keys=INCREMENTAL_FLAT_KEYS,
+            env={},
+        )
