@@ -4,17 +4,22 @@ The Job is ``jobs/base/job.yaml`` (shipped in the package as
 ``manifests/job.yaml``; a test keeps the two identical) with this run's
 command, image, cluster and a unique name: a Job's pod template is immutable,
 so every run is a new Job. The config is validated first, so a bad key fails
-here rather than in the cluster. ``tls_secret`` adds what the chart's
-``tls.enabled`` clusters need from a client: the Secret mounted, dask's TLS
-client config as environment variables and a ``tls://`` scheduler address
-(the same as the kustomize component ``jobs/components/tls``).
+here rather than in the cluster; so are the names (by Kubernetes' rules for
+what each becomes), the ConfigMap's size and the config's storage_options,
+which must hold no credentials: the ConfigMap keeps them in plain text.
+``tls_secret`` adds what the chart's ``tls.enabled`` clusters need from a
+client: the Secret mounted, dask's TLS client config as environment variables
+and a ``tls://`` scheduler address (the same as the kustomize component
+``jobs/components/tls``).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,31 @@ CONFIG_MOUNT = "/etc/daskyard/config.yaml"
 TLS_MOUNT = "/etc/dask/tls"
 # A Secret's name is a DNS subdomain.
 SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# DNS-1123 label: a namespace, and a Job's name (which Kubernetes also puts into
+# its pods' label job-name, a label value: at most 63 characters).
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# DNS-1035 label: a Service's name, e.g. the cluster's <cluster>-scheduler.
+SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+LABEL_LIMIT = 63
+SCHEDULER_SUFFIX = "-scheduler"
+# Kubernetes refuses a ConfigMap whose data (keys and values) exceeds 1 MiB.
+CONFIG_MAP_LIMIT = 1024 * 1024
+CONFIG_KEY = "config.yaml"
+# storage_options keys (at any depth: client_kwargs.aws_secret_access_key) that hold
+# credentials: s3fs key/secret/token, botocore's aws_*, adlfs account_key/sas_token,
+# gcsfs token, HTTP headers' Authorization, ... The words of a key (snake_case,
+# camelCase, kebab-case) are matched, so SSEKMSKeyId or endpoint_url are not.
+CREDENTIAL_WORDS = frozenset(
+    {"secret", "token", "password", "passwd", "credential", "credentials", "authorization"}
+)
+CREDENTIAL_PAIRS = frozenset(
+    {("access", "key"), ("account", "key"), ("private", "key"), ("api", "key")}
+)
+CREDENTIAL_NAMES = frozenset({"key", "connection_string"})
+# gcsfs's token values that name a way to authenticate rather than hold a credential.
+TOKEN_METHODS = frozenset({"anon", "google_default", "cloud", "browser"})
+# Where render's jobs get credentials: the Secret jobs/base/job.yaml reads (envFrom).
+OBJECT_STORAGE_SECRET = "daskyard-object-storage"
 # The daskyard command each job kind runs.
 COMMANDS = {
     "xgboost": ["train", "xgboost"],
@@ -81,22 +111,26 @@ def render_job(
     tls_secret: str | None = None,
 ) -> str:
     command, (model, flat_keys) = COMMANDS[kind], JOB_KINDS[kind]
+    check_names(name=name, namespace=namespace, cluster=cluster)
     if tls_secret is not None and not (
         len(tls_secret) <= 253 and SECRET_NAME.fullmatch(tls_secret)
     ):
         raise ConfigError(
-            f"--tls-secret '{tls_secret}' is not a Secret name: use lowercase letters, digits, "
-            "'-' and '.' (the Secret holding ca.crt, tls.crt and tls.key)"
+            f"--tls-secret {_shown(tls_secret)} is not a Secret name: use lowercase letters, "
+            "digits, '-' and '.' (the Secret holding ca.crt, tls.crt and tls.key)"
         )
     address = scheduler_address(cluster, namespace, "tls" if tls_secret else "tcp")
     # Validate as the job will (the scheduler comes from the Job's environment).
-    build_config(
+    config = build_config(
         model,
         config_file=config_file,
         overrides={},
         flat_keys=flat_keys,
         env={"DASK_SCHEDULER_ADDRESS": address},
     )
+    check_no_credentials(config.storage_options, config_file)
+    config_text = Path(config_file).read_text(encoding="utf-8")
+    check_config_map_size(config_text, config_file)
     name = name or run_name(kind)
     labels = {"daskyard.io/job": kind, "daskyard.io/run": name}
     metadata: dict[str, Any] = {"namespace": namespace} if namespace else {}
@@ -109,7 +143,7 @@ def render_job(
             **metadata,
             "labels": {"app.kubernetes.io/part-of": "daskyard", **labels},
         },
-        "data": {"config.yaml": Path(config_file).read_text(encoding="utf-8")},
+        "data": {CONFIG_KEY: config_text},
     }
     job = job_template()
     job["metadata"].update(name=name, **metadata)
@@ -130,6 +164,97 @@ def render_job(
         container["volumeMounts"].append({"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True})
         pod["spec"]["volumes"].append(tls_volume(tls_secret))
     return yaml.dump_all([config_map, job], Dumper=_BlockDumper, sort_keys=False)
+
+
+def check_names(*, name: str | None, namespace: str | None, cluster: str) -> None:
+    """Refuse a name Kubernetes would refuse in what render makes of it.
+
+    ``--name``: the Job's name, its pods' labels job-name and daskyard.io/run, and
+    (with "-config") the ConfigMap's name. ``--namespace``: both objects' namespace
+    and the scheduler's DNS name. ``--cluster``: the pods' label daskyard.io/cluster
+    and the scheduler Service ``<cluster>-scheduler`` the job dials.
+    """
+    rule = "lowercase letters, digits and '-', starting and ending with a letter or digit"
+    if name is not None and not (len(name) <= LABEL_LIMIT and DNS_LABEL.fullmatch(name)):
+        raise ConfigError(
+            f"--name {_shown(name)} is not a valid Kubernetes name: use at most {LABEL_LIMIT} "
+            f"{rule}"
+        )
+    if namespace is not None and not (
+        len(namespace) <= LABEL_LIMIT and DNS_LABEL.fullmatch(namespace)
+    ):
+        raise ConfigError(
+            f"--namespace {_shown(namespace)} is not a valid Kubernetes namespace: use at most "
+            f"{LABEL_LIMIT} {rule}"
+        )
+    # A DNS-1035 label, so is <cluster>-scheduler: a label value and a Service's name.
+    if not (
+        len(cluster) + len(SCHEDULER_SUFFIX) <= LABEL_LIMIT and SERVICE_NAME.fullmatch(cluster)
+    ):
+        raise ConfigError(
+            f"--cluster {_shown(cluster)} is not a valid DaskCluster name: use at most "
+            f"{LABEL_LIMIT - len(SCHEDULER_SUFFIX)} lowercase letters, digits and '-', starting "
+            f"with a letter and ending with a letter or digit (its scheduler Service is "
+            f"<cluster>{SCHEDULER_SUFFIX})"
+        )
+
+
+def check_no_credentials(storage_options: Mapping[str, Any], config_file: str) -> None:
+    """A rendered config is stored in plain text in a ConfigMap: no credentials in it."""
+    found = _credential_key(storage_options, "storage_options")
+    if found:
+        raise ConfigError(
+            f"config file '{config_file}': {found} looks like a credential, and render job "
+            "would store it in plain text in a ConfigMap: remove it and put the credentials in "
+            f"the Secret '{OBJECT_STORAGE_SECRET}' (e.g. AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY), which the job reads as environment variables"
+        )
+
+
+def _credential_key(options: Any, path: str) -> str | None:
+    """The dotted path of the first credential-looking key under ``options``."""
+    if isinstance(options, Mapping):
+        for key, value in options.items():
+            where = f"{path}.{key}"
+            if _is_credential(str(key), value):
+                return where
+            found = _credential_key(value, where)
+            if found:
+                return found
+    elif isinstance(options, list | tuple):
+        for index, value in enumerate(options):
+            found = _credential_key(value, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _is_credential(key: str, value: Any) -> bool:
+    if value is None or isinstance(value, bool) or value == "":
+        return False  # nothing secret in it (token: null, a key left empty)
+    words = [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", key)]
+    if words == ["token"] and str(value) in TOKEN_METHODS:
+        return False
+    return (
+        "_".join(words) in CREDENTIAL_NAMES
+        or any(word in CREDENTIAL_WORDS for word in words)
+        or any(pair in CREDENTIAL_PAIRS for pair in itertools.pairwise(words))
+    )
+
+
+def check_config_map_size(text: str, config_file: str) -> None:
+    size = len(CONFIG_KEY) + len(text.encode("utf-8"))
+    if size > CONFIG_MAP_LIMIT:
+        raise ConfigError(
+            f"config file '{config_file}' is too large for a ConfigMap ({size} bytes; Kubernetes "
+            f"allows {CONFIG_MAP_LIMIT}): shrink it below 1 MiB, e.g. leave out data.features "
+            "(every column but the target is a feature) or long comments"
+        )
+
+
+def _shown(value: str) -> str:
+    """A user's value, quoted, on one line and of readable length."""
+    return repr(value if len(value) <= 80 else value[:77] + "...")
 
 
 class _BlockDumper(yaml.SafeDumper):

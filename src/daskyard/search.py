@@ -59,6 +59,8 @@ from daskyard.train.incremental import (
 
 # Higher is better for these; the others (log_loss, rmse) are minimised.
 MAXIMISED = {"accuracy", "roc_auc", "r2"}
+# What numpy's Generator.integers samples (int bounds; HI is inclusive).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 # ---------------------------------------------------------------- the space
@@ -74,7 +76,8 @@ class Dimension:
 
     def sample(self, rng: np.random.Generator) -> Any:
         if self.kind == "loguniform":
-            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+            value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+            return float(min(max(value, self.low), self.high))  # exp(log(x)) may round past x
         if self.kind == "uniform":
             return float(rng.uniform(self.low, self.high))
         if self.kind == "int":
@@ -98,18 +101,38 @@ def parse_dimension(name: str, spec: str) -> Dimension:
         )
     parts = rest.split(":")
     try:
-        low, high = (float(p) for p in parts) if len(parts) == 2 else (None, None)
+        number = _whole_or_float if kind == "int" else float
+        low, high = (number(p) for p in parts) if len(parts) == 2 else (None, None)
     except ValueError:
         low = high = None
     if low is None or high is None:
         raise ConfigError(f"{where}: expected {kind}:LO:HI with two numbers")
+    # inf, nan and what overflows to inf (1e400) cannot be sampled; an int is finite.
+    if not all(isinstance(b, int) or math.isfinite(b) for b in (low, high)):
+        raise ConfigError(f"{where}: bounds must be finite numbers")
     if not low < high:
         raise ConfigError(f"{where}: LO must be below HI")
     if kind == "loguniform" and low <= 0:
         raise ConfigError(f"{where}: loguniform needs LO > 0")
-    if kind == "int" and (low != int(low) or high != int(high)):
-        raise ConfigError(f"{where}: int bounds must be whole numbers")
+    if kind == "uniform" and not math.isfinite(high - low):
+        raise ConfigError(f"{where}: HI - LO exceeds the largest float; narrow the range")
+    if kind == "int":
+        if low != int(low) or high != int(high):
+            raise ConfigError(f"{where}: int bounds must be whole numbers")
+        low, high = int(low), int(high)
+        if low < INT64_MIN or high > INT64_MAX:
+            raise ConfigError(
+                f"{where}: int bounds must lie between {INT64_MIN} and {INT64_MAX} (int64)"
+            )
     return Dimension(name, kind, low, high)
+
+
+def _whole_or_float(text: str) -> int | float:
+    """An int bound: exact when written as a whole number (2**53 + 1 is no float)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def parse_space(space: dict[str, str]) -> list[Dimension]:

@@ -177,3 +177,48 @@ def test_invalid_tls_secret_name_is_refused():
     assert result.returncode == 2
     assert result.stdout == ""
     assert "--tls-secret 'Team_A' is not a Secret name" in result.first_error_line
+
+
+# ---------------------------------------------------------------- names and contents
+
+
+def test_invalid_kubernetes_names_are_refused_before_anything_is_printed(tmp_path):
+    config = tmp_path / "r.yaml"
+    config.write_text("data: {train: s3://b/train/, target: label}\noutput: s3://b/out/\n")
+    cluster = "Team_A" + "x" * 70
+    result = run_cli(
+        "render",
+        "job",
+        "xgboost",
+        "--config",
+        str(config),
+        "--name",
+        "My_Job!",
+        "--namespace",
+        "ML_NS",
+        "--cluster",
+        cluster,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.first_error_line == (
+        "daskyard: error: --name 'My_Job!' is not a valid Kubernetes name: use at most 63 "
+        "lowercase letters, digits and '-', starting and ending with a letter or digit"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_credentials_in_the_config_are_not_rendered_into_a_configmap(tmp_path):
+    config = tmp_path / "r.yaml"
+    config.write_text(
+        "data: {train: s3://b/train/, target: label}\noutput: s3://b/out/\n"
+        "storage_options: {client_kwargs: {aws_secret_access_key: s3cr3t-value}}\n"
+    )
+    result = run_cli("render", "job", "xgboost", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "storage_options.client_kwargs.aws_secret_access_key looks like a credential" in (
+        result.first_error_line
+    )
+    assert "daskyard-object-storage" in result.first_error_line
+    assert "s3cr3t-value" not in result.stderr

@@ -47,6 +47,66 @@ def test_bad_specs_name_the_flag(spec, message):
     assert f"--space alpha={spec}" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "loguniform:1e-5:inf",
+        "uniform:-inf:inf",
+        "uniform:0:1e400",  # inf once parsed
+        "uniform:nan:1",
+        "uniform:0:nan",
+        "loguniform:nan:nan",
+        "int:1:inf",
+        "int:-inf:1",
+        "int:nan:3",
+    ],
+)
+def test_infinite_or_nan_bounds_are_refused(spec):
+    with pytest.raises(ConfigError) as info:
+        parse_dimension("alpha", spec)
+    assert str(info.value) == f"--space alpha={spec}: bounds must be finite numbers"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "int:1:1e30",
+        "int:-1e30:0",
+        "int:0:9223372036854775808",  # 2**63: one past int64
+        "int:-9223372036854775809:0",
+    ],
+)
+def test_int_bounds_beyond_int64_are_refused(spec):
+    with pytest.raises(ConfigError, match=r"int bounds must lie between") as info:
+        parse_dimension("max_iter", spec)
+    assert str(info.value).startswith(f"--space max_iter={spec}: ")
+
+
+def test_a_uniform_range_wider_than_the_largest_float_is_refused():
+    spec = "uniform:-1e308:1e308"
+    with pytest.raises(ConfigError, match="HI - LO exceeds the largest float") as info:
+        parse_dimension("alpha", spec)
+    assert str(info.value).startswith(f"--space alpha={spec}: ")
+
+
+def test_large_but_valid_bounds_sample_within_them():
+    space = parse_space(
+        {
+            "tiny_to_huge": "loguniform:5e-324:1.7976931348623157e308",
+            "wide": "uniform:-8e307:8e307",
+            "all_int64": "int:-9223372036854775808:9223372036854775807",
+            "past_2_53": "int:9007199254740993:9007199254740995",
+        }
+    )
+    for params in sample_candidates(space, 200, seed=5):
+        assert 5e-324 <= params["tiny_to_huge"] <= 1.7976931348623157e308
+        assert -8e307 <= params["wide"] <= 8e307
+        assert -(2**63) <= params["all_int64"] <= 2**63 - 1
+        assert isinstance(params["all_int64"], int)
+        # Whole-number bounds are exact, not rounded to the nearest float (2**53).
+        assert params["past_2_53"] in {9007199254740993, 9007199254740994, 9007199254740995}
+
+
 def test_schedule_keeps_a_third_with_three_times_the_budget():
     assert rung_schedule(16, 3, 27) == [(16, 3), (6, 9), (2, 27)]
     assert rung_schedule(9, 3, 9) == [(9, 1), (3, 3), (1, 9)]
