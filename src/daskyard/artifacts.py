@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import PurePosixPath
@@ -20,7 +22,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from daskyard.errors import ConfigError
+from daskyard.errors import ConfigError, InfrastructureError
 
 # The packages whose versions must match across client, scheduler and workers.
 TRACKED_PACKAGES = {
@@ -54,16 +56,40 @@ def url_to_fs(url: str, storage_options: dict[str, Any] | None = None):
     return fsspec.core.url_to_fs(url, **(storage_options or {}))
 
 
-def check_folder_url(url: str, key: str, storage_options: dict[str, Any] | None = None) -> None:
-    """Refuse, before any work, a local folder URL that is a file or lies under one.
+def storage_unreachable(exc: BaseException) -> bool:
+    """Whether a storage call failed to reach its endpoint (retrying may help)."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    try:  # s3fs passes botocore's connection errors through untranslated
+        from botocore.exceptions import ConnectionError as EndpointError
+    except ImportError:
+        return False
+    return isinstance(exc, EndpointError)
 
-    Writing there fails only when the first checkpoint is saved, with an OSError
-    that reads like lost storage. Object stores have no such conflict (a key and
-    a prefix of the same name coexist), so only local paths are checked.
+
+def check_folder_url(url: str, key: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Refuse, before any work, a folder URL that cannot take the run's files.
+
+    Otherwise the first checkpoint (or, without one, the end of training) fails with
+    an OSError that reads like lost storage: retried as such, or the training lost.
+    A local folder must not be, or lie under, a file; on an object store a probe
+    object is written and removed, which checks the bucket, the credentials and
+    the write and delete permissions the run needs (it prunes old checkpoints).
     """
-    fs, path = url_to_fs(url, storage_options)
-    if not isinstance(fs, LocalFileSystem):
-        return
+    try:
+        fs, path = url_to_fs(url, storage_options)
+    except (ValueError, ImportError) as exc:
+        raise ConfigError(
+            f"{key} '{url}' cannot be opened ({exc}): use a local path or the URL of an "
+            "installed filesystem (s3://, gs://, abfs://, ...)"
+        ) from None
+    if isinstance(fs, LocalFileSystem):
+        _check_local_folder(fs, url, path, key)
+    else:
+        _probe_object_store(fs, url, path, key)
+
+
+def _check_local_folder(fs: LocalFileSystem, url: str, path: str, key: str) -> None:
     target = PurePosixPath(path)
     for folder in (target, *target.parents):  # the nearest existing one decides
         if fs.exists(str(folder)):
@@ -71,6 +97,33 @@ def check_folder_url(url: str, key: str, storage_options: dict[str, Any] | None 
                 return
             where = "is a file" if folder == target else f"is under the file '{folder}'"
             raise ConfigError(f"{key} '{url}' {where}, not a folder: choose a folder path")
+
+
+def _probe_object_store(fs: Any, url: str, path: str, key: str) -> None:
+    probe = join_url(path, f".daskyard-write-check-{uuid.uuid4().hex}")
+    try:
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{key} '{url}' cannot be written ({_reason(exc)}): create the bucket or fix the URL"
+        ) from None
+    except PermissionError as exc:
+        raise ConfigError(
+            f"{key} '{url}' cannot be written, access denied ({_reason(exc)}): check the "
+            "credentials in storage_options, or the identity of the job's pod"
+        ) from None
+    except Exception as exc:
+        if not storage_unreachable(exc):
+            raise
+        raise InfrastructureError(
+            f"{key} '{url}': the object store cannot be reached ({_reason(exc)}): check the "
+            "endpoint in storage_options and the network; a retried Job tries again"
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
 
 
 def write_bytes_atomic(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> str:
@@ -86,6 +139,9 @@ def write_bytes_atomic(url: str, data: bytes, storage_options: dict[str, Any] | 
             dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
         )
         try:
+            # mkstemp makes the file 0600; a model must be readable as the umask
+            # allows (a serving pod under another uid, on a shared volume).
+            os.fchmod(fd, 0o666 & ~_UMASK)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -104,8 +160,35 @@ def write_bytes_atomic(url: str, data: bytes, storage_options: dict[str, Any] | 
 
 
 def write_json_atomic(url: str, payload: Any, storage_options: dict[str, Any] | None = None) -> str:
-    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
-    return write_bytes_atomic(url, text.encode("utf-8"), storage_options)
+    # NaN is not JSON (Python writes it, JavaScript and Go parsers refuse it): a metric
+    # with no value, such as AUC on a validation set of one class, is written as null.
+    text = json.dumps(_finite(payload), indent=2, sort_keys=True, default=str, allow_nan=False)
+    return write_bytes_atomic(url, (text + "\n").encode("utf-8"), storage_options)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _umask() -> int:
+    # Read, not set: os.umask() sets it too, and worker threads write files meanwhile.
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+_UMASK = _umask()
 
 
 def stable_hash(payload: Any, length: int = 12) -> str:

@@ -41,6 +41,9 @@ class CheckpointStore:
     def steps(self) -> list[int]:
         """Steps with a checkpoint file, trusted or not."""
         fs, path = url_to_fs(self.url, self.storage_options)
+        # Workers write the checkpoints: a listing cached in this process (s3fs keeps
+        # one per filesystem instance) would miss them, and a resume would start over.
+        fs.invalidate_cache(path)
         try:
             names = [posixpath.basename(p) for p in fs.ls(path, detail=False)]
         except FileNotFoundError:

@@ -20,6 +20,8 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster
 from distributed.comm import get_address_host
+from distributed.comm.addressing import parse_address, parse_host_port
+from distributed.comm.registry import get_backend
 from distributed.security import Security
 
 from daskyard.config import ClusterConfig, TLSConfig
@@ -145,9 +147,28 @@ async def import_modules(modules: list[str]) -> None:
     await asyncio.to_thread(import_all, modules, strict=False)
 
 
+def check_address(address: str) -> None:
+    """Refuse an address no retry can reach (a typo, http://) before dialling it."""
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+        _, port = parse_host_port(location, default_port=8786)
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        if 0 < port < 65536:
+            return
+        problem = f"port {port} is not between 1 and 65535"
+    raise ConfigError(
+        f"scheduler address '{address}' is not valid ({problem}): "
+        "use tcp://HOST:PORT or tls://HOST:PORT in --scheduler / DASK_SCHEDULER_ADDRESS"
+    )
+
+
 def _connect_remote(address: str, timeout: float, tls: TLSConfig | None) -> Client:
     if "://" not in address:
         address = f"{'tls' if tls else 'tcp'}://{address}"
+    check_address(address)
     security = None
     if (
         tls is None
@@ -236,7 +257,10 @@ def embedded_cluster(
             protocol="tcp://",
             dashboard_address="127.0.0.1:0",
             host="127.0.0.1",
-            silence_logs=logging.ERROR,
+            # Not even errors: a task's error reaches the job, which says it in one
+            # line (exit 2, 3 or 75); distributed's 'Compute Failed' log, with its
+            # traceback, printed first, is what a user would read instead.
+            silence_logs=logging.CRITICAL,
         ) as cluster,
     ):
         yield cluster

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from distributed import Client, Future
 
-from daskyard.artifacts import url_to_fs
+from daskyard.artifacts import storage_unreachable, url_to_fs
 from daskyard.config import DataConfig
-from daskyard.errors import DataError
+from daskyard.errors import DataError, InfrastructureError
 from daskyard.placement import assign_files
 
 if TYPE_CHECKING:
@@ -116,7 +116,15 @@ def list_source(url: str, fmt: str, storage_options: dict[str, Any]) -> DataSour
         infos = [fs.info(c) for c in sorted(candidates)]
     except DataError:
         raise
-    except (OSError, ValueError) as exc:
+    except Exception as exc:
+        if storage_unreachable(exc):
+            raise InfrastructureError(
+                f"cannot list data at '{url}': the store cannot be reached "
+                f"({type(exc).__name__}: {exc}): check the endpoint in storage_options and "
+                "the network; a retried Job tries again"
+            ) from None
+        if not isinstance(exc, OSError | ValueError):
+            raise
         raise DataError(f"cannot list data at '{url}': {exc}") from None
     files = []
     for info in infos:
@@ -167,6 +175,11 @@ def read_file_schema(url: str, fmt: str, storage_options: dict[str, Any]) -> dic
                 empty = pq.read_schema(handle).empty_table().to_pandas()
             else:
                 empty = pd.read_csv(handle, nrows=1000)
+        if fmt != "parquet":
+            # pandas renames a repeated CSV name ('a', 'a.1'): the header as written.
+            with _open(url, storage_options) as handle:
+                header = pd.read_csv(handle, nrows=1, header=None, dtype=str).iloc[0]
+            empty.columns = [str(name) for name in header]
     except Exception as exc:
         raise DataError(
             f"cannot read '{url}' as {fmt}: {_reason(exc)}; the file is truncated, corrupt "

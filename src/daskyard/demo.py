@@ -9,9 +9,18 @@ from typing import TextIO
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from daskyard import progress
-from daskyard.config import ClusterConfig, DataConfig, XGBoostConfig, XGBoostJobConfig
+from daskyard.artifacts import check_folder_url
+from daskyard.config import (
+    ClusterConfig,
+    DataConfig,
+    XGBoostConfig,
+    XGBoostJobConfig,
+    describe_validation_error,
+)
+from daskyard.errors import ConfigError
 from daskyard.runner import run_xgboost
 
 DEMO_FILES = 8
@@ -46,6 +55,17 @@ def generate_classification(
 
 def run_demo(directory: str, rows: int, local_workers: int | None, stream: TextIO | None = None):
     root = Path(directory).resolve()
+    # Checked before minutes of data generation, not after.
+    check_folder_url(str(root), "--dir")
+    try:
+        cluster = ClusterConfig(local_workers=local_workers)
+    except ValidationError as exc:
+        path = ("local_workers",)
+        raise ConfigError(
+            describe_validation_error(
+                exc, ClusterConfig, None, {path: "--local-workers"}, {path: local_workers}
+            )
+        ) from None
     data = root / f"data-{rows}"
     started = time.perf_counter()
     if not data.exists():
@@ -56,7 +76,7 @@ def run_demo(directory: str, rows: int, local_workers: int | None, stream: TextI
     config = XGBoostJobConfig(
         data=DataConfig(train=str(data), target="label"),
         output=str(output),
-        cluster=ClusterConfig(local_workers=local_workers),
+        cluster=cluster,
         xgboost=XGBoostConfig(
             rounds=50, params={"objective": "binary:logistic", "max_depth": 6, "eta": 0.3}
         ),

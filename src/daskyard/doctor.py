@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
+from pydantic import ValidationError
+
 from daskyard import progress
 from daskyard.cluster import adaptive_target, connect, version_report
-from daskyard.config import ClusterConfig
+from daskyard.config import ClusterConfig, describe_validation_error
 from daskyard.errors import ConfigError
 
 
@@ -17,7 +19,14 @@ def _gib(value: float | None) -> str:
 
 def run_doctor(scheduler: str | None, timeout: float, stream: TextIO | None = None) -> int:
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
-    config = ClusterConfig(scheduler=address, connect_timeout=timeout, check_versions=False)
+    try:
+        config = ClusterConfig(scheduler=address, connect_timeout=timeout, check_versions=False)
+    except ValidationError as exc:
+        flags = {("connect_timeout",): "--timeout", ("scheduler",): "--scheduler"}
+        given = {("connect_timeout",): timeout, ("scheduler",): address}
+        raise ConfigError(
+            describe_validation_error(exc, ClusterConfig, None, flags, given)
+        ) from None
     with connect(config) as client:
         info = client.scheduler_info(n_workers=-1)
         progress.say(stream, f"scheduler: {info['address']} (dialled {client.scheduler.address})")

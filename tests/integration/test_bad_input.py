@@ -154,6 +154,14 @@ def garbage_csv(tmp: Path) -> Path:
     return folder
 
 
+def repeated_csv_column(tmp: Path) -> Path:
+    folder = write_files(classification_frame(2_000), tmp / "d", files=2, fmt="csv")
+    text = (folder / "part-001.csv").read_text()
+    # pandas reads a repeated name as 'f1.1': the check must see the header as written.
+    (folder / "part-001.csv").write_text(text.replace("f0,f1,f2", "f0,f1,f1", 1))
+    return folder
+
+
 def config_with(text: str) -> Callable[[Path], Path]:
     def build(tmp: Path) -> Path:
         good(tmp)
@@ -264,6 +272,40 @@ CASES: dict[str, Case] = {
         3,
         "holds [1], which incremental.classes [0] leaves out",
     ),
+    # YAML 1.1 read 1e-4 as text, so the README's own example was refused.
+    "a float without a dot trains": (good, [*INC, "--param", "alpha=1e-4"], 0, ""),
+    "empty output": (good, [*XGB, "--output", ""], 2, "'output' in flag --output (got '')"),
+    "unknown output protocol": (
+        good,
+        [*XGB, "--output", "nosuchproto://x/y"],
+        2,
+        "output 'nosuchproto://x/y' cannot be opened",
+    ),
+    "a CSV column named twice": (repeated_csv_column, XGB, 3, "column 'f1' appears twice"),
+    "config: a feature named twice": (
+        config_with("train: {data}\ntarget: label\noutput: {out}\nfeatures: [f0, f1, f0]\n"),
+        CONFIG,
+        2,
+        "'data.features' in config file",
+    ),
+    "config: a key set twice": (
+        config_with("train: {data}\ntarget: label\noutput: {out}\nrounds: 3\nrounds: 4\n"),
+        CONFIG,
+        2,
+        "key 'rounds' is given twice",
+    ),
+    "estimator: params partial_fit refuses": (
+        good,
+        [*INC, "--param", "early_stopping=true"],
+        2,
+        "SGDClassifier.partial_fit failed: early_stopping should be False",
+    ),
+    "estimator: data the estimator refuses": (
+        good,
+        [*INC[:2], "--estimator", "sklearn.naive_bayes.MultinomialNB"],
+        2,
+        "MultinomialNB.partial_fit failed: Negative values",
+    ),
     "search: unknown spec kind": (
         good,
         [
@@ -294,7 +336,8 @@ def test_bad_input_exit_code_and_message(case, dask_cluster, tmp_path):
     assert result.returncode == code, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     if code == 0:
-        assert json.loads((out / "metrics.json").read_text())["validation"]["auc"] > 0.7
+        scores = json.loads((out / "metrics.json").read_text())["validation"]
+        assert scores.get("auc", scores.get("roc_auc")) > 0.7
         return
     assert message in result.first_error_line, result.stderr
     assert result.stderr.startswith("daskyard: error:") or result.stderr.startswith("usage:")
@@ -336,6 +379,37 @@ def test_unreachable_scheduler_exits_75_within_the_timeout(tmp_path):
         f"daskyard: error: scheduler {address} unreachable after 2s"
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("http://127.0.0.1:8786", "unknown address scheme 'http'"),
+        ("tcp://127.0.0.1:99999", "port 99999 is not between 1 and 65535"),
+        ("tcp://[::1", "invalid address"),
+    ],
+)
+def test_a_malformed_scheduler_address_is_refused_not_retried(tmp_path, address, problem):
+    args = ["--train", str(good(tmp_path)), "--target", "label", "--output", str(tmp_path / "o")]
+    result = run_cli("train", "xgboost", *args, env={"DASK_SCHEDULER_ADDRESS": address})
+    assert result.returncode == 2, result.stderr
+    assert result.first_error_line.startswith(
+        f"daskyard: error: scheduler address '{address}' is not valid ("
+    )
+    assert problem in result.first_error_line
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [XGB, INC], ids=["xgboost", "incremental"])
+def test_a_data_error_on_an_embedded_cluster_is_the_first_line(tmp_path, command):
+    """Its workers' 'Compute Failed' log, with a traceback, came before the job's line."""
+    out = tmp_path / "out"
+    args = ["--train", str(nan_target(tmp_path)), "--target", "label", "--output", str(out)]
+    result = run_cli(*command[:2], *args, *command[2:], "--local-workers", "2")
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith("daskyard: error: target column 'label' has 1 missing")
+    assert "Traceback" not in result.stderr
+    assert "Compute Failed" not in result.stderr
 
 
 def test_scheduler_from_environment_is_used(dask_cluster, tmp_path):

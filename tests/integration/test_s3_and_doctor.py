@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from daskyard.cluster import SCHEDULER_HTTP_ROUTES
 from tests.conftest import (
     classification_frame,
+    free_port,
     run_cli,
     start_process_cluster,
     stop_processes,
@@ -167,3 +169,56 @@ def test_s3_resume_trusts_only_checkpoints_matching_their_manifest(
         manifest["files"]["model.ubj"]["sha256"]
         == hashlib.sha256(fs.cat(f"{run}/model.ubj")).hexdigest()
     )
+
+
+def test_a_listing_sees_checkpoints_another_process_wrote(s3_server):
+    """Workers write the checkpoints; s3fs caches listings per filesystem instance, so
+    the job's process resumed from a stale listing (and started over after a loss)."""
+    import s3fs
+
+    from daskyard.checkpoints import CheckpointStore
+
+    store = CheckpointStore(f"s3://{s3_server.bucket}/stale/run", "ubj", s3_server.storage_options)
+    store.save(1, b"first")  # lists the folder to prune it: the listing is now cached
+    assert store.steps() == [1]
+    worker = s3fs.S3FileSystem(**s3_server.storage_options, skip_instance_cache=True)
+    worker.pipe(f"{s3_server.bucket}/stale/run/step-000002.ubj", b"second")
+    assert store.steps() == [1, 2]
+
+
+@pytest.mark.parametrize("key", ["output", "checkpoints"])
+def test_an_output_bucket_that_does_not_exist_is_refused_before_any_work(s3_server, tmp_path, key):
+    """It failed at the first checkpoint as lost workers, exit 75: retried for ever."""
+    _, config = s3_xgboost_job(s3_server, tmp_path, f"nobucket-{key}", checkpoint_every=5)
+    payload = yaml.safe_load(config.read_text())
+    payload[key] = "s3://no-such-bucket/run"
+    write_config(config, payload)
+    result = run_cli("train", "xgboost", "--config", str(config), "--local-workers", "1")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(
+        f"daskyard: error: {key} 's3://no-such-bucket/run' cannot be written (FileNotFoundError"
+    )
+    assert "create the bucket or fix the URL" in result.first_error_line
+    assert "cluster:" not in result.stdout  # before the cluster, before any training
+
+
+def test_an_unreachable_object_store_is_a_transient_failure(s3_server, tmp_path):
+    """botocore's connection errors are no OSError: they ended as exit 1 with a traceback."""
+    _, config = s3_xgboost_job(s3_server, tmp_path, "unreachable", checkpoint_every=5)
+    payload = yaml.safe_load(config.read_text())
+    closed = f"http://127.0.0.1:{free_port()}"
+    payload["storage_options"]["client_kwargs"]["endpoint_url"] = closed
+    payload["output"] = str(tmp_path / "out")  # the data is what cannot be reached
+    write_config(config, payload)
+    result = run_cli("train", "xgboost", "--config", str(config), "--local-workers", "1")
+    assert result.returncode == 75, result.stderr
+    assert result.stderr.startswith("daskyard: error: cannot list data at 's3://")
+    assert "the store cannot be reached (EndpointConnectionError" in result.first_error_line
+    assert "Traceback" not in result.stderr
+
+    payload["output"] = f"s3://{s3_server.bucket}/runs/unreachable"
+    write_config(config, payload)
+    result = run_cli("train", "xgboost", "--config", str(config), "--local-workers", "1")
+    assert result.returncode == 75, result.stderr
+    assert "output 's3://" in result.first_error_line
+    assert "the object store cannot be reached" in result.first_error_line

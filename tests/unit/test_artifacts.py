@@ -120,3 +120,34 @@ def test_a_folder_url_may_be_new_or_an_existing_folder_but_not_a_file(tmp_path):
         check_folder_url(str(tmp_path / "notes.txt"), "output")
     with pytest.raises(ConfigError, match=r"checkpoints '.*' is under the file '.*notes\.txt'"):
         check_folder_url(f"file://{tmp_path}/notes.txt/a/b", "checkpoints")
+
+
+def test_json_outputs_hold_no_nan(tmp_path):
+    """NaN is not JSON: AUC on a validation set of one class is written as null."""
+    from daskyard.artifacts import write_json_atomic
+
+    target = tmp_path / "metrics.json"
+    write_json_atomic(str(target), {"auc": float("nan"), "rmse": [1.5, float("inf")]})
+    text = target.read_text()
+    assert json.loads(text, parse_constant=pytest.fail) == {"auc": None, "rmse": [1.5, None]}
+
+
+def test_written_files_are_readable_as_the_umask_allows(tmp_path):
+    """mkstemp makes 0600 files: a serving pod under another uid could not read the model."""
+    import os
+
+    from daskyard import artifacts
+
+    target = tmp_path / "model.ubj"
+    write_bytes_atomic(str(target), b"model")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~artifacts._UMASK
+    assert os.umask(artifacts._UMASK) == artifacts._UMASK  # read, and left, as it is
+
+
+@pytest.mark.parametrize("url", ["nosuchproto://bucket/run", "memory-typo://x"])
+def test_a_folder_url_of_an_unknown_filesystem_is_refused(url):
+    from daskyard.artifacts import check_folder_url
+    from daskyard.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"output '{url}' cannot be opened"):
+        check_folder_url(url, "output")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from daskyard.data import SPLIT_COLUMN, ColumnPlan, DataSource, read_partition
+from daskyard.errors import ConfigError
 from daskyard.train.cache import cached, keep, take
 
 if TYPE_CHECKING:
@@ -245,11 +246,21 @@ def partial_fit_inputs(
     inputs, target = block
     if len(target) == 0:
         return
-    with _checked(spec):
-        if spec.classes is not None:
-            model.partial_fit(inputs, target, classes=np.asarray(spec.classes))
-        else:
-            model.partial_fit(inputs, target)
+    try:
+        with _checked(spec):
+            if spec.classes is not None:
+                model.partial_fit(inputs, target, classes=np.asarray(spec.classes))
+            else:
+                model.partial_fit(inputs, target)
+    except (ValueError, TypeError) as exc:
+        # The estimator refuses these params or this data (SGD's early_stopping=True,
+        # MultinomialNB on negative features): the same on every retry, so exit 2,
+        # not 1, which a Job retries.
+        raise ConfigError(
+            f"{type(model).__name__}.partial_fit failed: "
+            f"{str(exc).strip().splitlines()[0].rstrip('.')}; "
+            "change the estimator's params (--param) or choose an estimator for this data"
+        ) from None
 
 
 def _checked(spec: BlockSpec) -> contextlib.AbstractContextManager[Any]:
