@@ -432,10 +432,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("daskyard: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_left()
     except Exception as exc:  # the one place unexpected errors become exit 1
         print(f"daskyard: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         traceback.print_exc()
         return 1
+
+
+def _reader_left() -> int:
+    """The reader of stdout went away (``render job | head``): say nothing, as cat and
+    yes say nothing, and exit as a shell reports them, 128 + SIGPIPE."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    return 141
 
 
 def entry() -> None:
@@ -448,7 +457,10 @@ def entry() -> None:
     but the streams. ``main()`` itself returns normally, for callers in Python.
     """
     code = main()
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = _reader_left()
     sys.stderr.flush()
     logging.shutdown()
     os._exit(code)

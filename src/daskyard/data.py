@@ -22,7 +22,7 @@ from distributed import Client, Future
 
 from daskyard.artifacts import storage_unreachable, url_to_fs
 from daskyard.config import DataConfig
-from daskyard.errors import DataError, InfrastructureError
+from daskyard.errors import ConfigError, DataError, InfrastructureError
 from daskyard.placement import assign_files
 
 if TYPE_CHECKING:
@@ -122,6 +122,11 @@ def list_source(url: str, fmt: str, storage_options: dict[str, Any]) -> DataSour
                 f"cannot list data at '{url}': the store cannot be reached "
                 f"({type(exc).__name__}: {exc}): check the endpoint in storage_options and "
                 "the network; a retried Job tries again"
+            ) from None
+        if isinstance(exc, PermissionError):  # a config problem, not the data's
+            raise ConfigError(
+                f"cannot list data at '{url}': access denied ({exc}): check the credentials "
+                "in storage_options, or the identity of the job's pod"
             ) from None
         if not isinstance(exc, OSError | ValueError):
             raise

@@ -222,3 +222,22 @@ def test_credentials_in_the_config_are_not_rendered_into_a_configmap(tmp_path):
     )
     assert "daskyard-object-storage" in result.first_error_line
     assert "s3cr3t-value" not in result.stderr
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
+    """``render job | head``: the pipe closes under the output (it was exit 1 and a
+    BrokenPipeError traceback)."""
+    import subprocess
+
+    from tests.conftest import DASKYARD
+
+    config = tmp_path / "job.yaml"
+    config.write_text("data: {train: s3://b/train/, target: label}\noutput: s3://b/out/\n")
+    proc = subprocess.Popen(
+        [DASKYARD, "render", "job", "xgboost", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 141  # 128 + SIGPIPE, as a shell reports cat's
+    assert proc.stderr.read() == b""

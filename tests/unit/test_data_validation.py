@@ -198,3 +198,19 @@ def test_a_large_finite_target_whose_float32_sum_overflows_is_accepted():
     frame = pd.DataFrame({"a": [1.0] * 4, "b": [1] * 4, "label": [big] * 4})
     floats = plan(schemas=[("f0.parquet", {**SCHEMA, "label": "float64"})])
     assert (prepare_partition(frame, "x", 0, floats, None)["label"] == np.float32(big)).all()
+
+
+def test_data_the_credentials_cannot_list_is_a_config_error(tmp_path, monkeypatch):
+    """Refused credentials are storage_options' fault, not the data's: exit 2, not 3."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    from daskyard import data
+    from daskyard.errors import ConfigError
+
+    class Refusing(LocalFileSystem):
+        def isdir(self, path):
+            raise PermissionError("The AWS Access Key Id you provided does not exist")
+
+    monkeypatch.setattr(data, "url_to_fs", lambda url, options: (Refusing(), str(tmp_path)))
+    with pytest.raises(ConfigError, match=r"cannot list data at 's3://b/d/': access denied \("):
+        data.list_source("s3://b/d/", "auto", {})
