@@ -5,8 +5,9 @@ fingerprint), so a restarted Job pod finds its own checkpoints and never
 another run's.
 
 Each checkpoint is trusted only through its manifest
-(``step-000010.<ext>.manifest.json``: step, size, sha256), written after the
-checkpoint itself: a writer killed in between leaves a checkpoint without a
+(``step-000010.<ext>.manifest.json``: step, size, sha256, and any state the
+trainer keeps beside the model, such as XGBoost's early stopping), written after
+the checkpoint itself: a writer killed in between leaves a checkpoint without a
 manifest, and bytes changed afterwards fail the checksum. Either way a resume
 skips it, says so, and falls back to the previous one.
 """
@@ -55,13 +56,13 @@ class CheckpointStore:
                 found.append(int(match.group(1)))
         return sorted(found)
 
-    def save(self, step: int, data: bytes) -> str:
+    def save(self, step: int, data: bytes, metadata: dict[str, Any] | None = None) -> str:
+        """``metadata``: the trainer's own state at this step (JSON), kept in the manifest."""
         digest = write_bytes_atomic(self.path_for(step), data, self.storage_options)
-        write_json_atomic(
-            self.path_for(step) + MANIFEST_SUFFIX,
-            {"step": step, "bytes": len(data), "sha256": digest},
-            self.storage_options,
-        )
+        manifest: dict[str, Any] = {"step": step, "bytes": len(data), "sha256": digest}
+        if metadata is not None:
+            manifest["metadata"] = metadata
+        write_json_atomic(self.path_for(step) + MANIFEST_SUFFIX, manifest, self.storage_options)
         for old in self.steps()[: -self.keep]:
             self._remove(old)
         return digest
@@ -76,6 +77,11 @@ class CheckpointStore:
         fs, path = url_to_fs(url, self.storage_options)
         with fs.open(path, "rb") as handle:
             return handle.read()
+
+    def metadata(self, step: int) -> dict[str, Any]:
+        """What ``save`` was given with the checkpoint ``latest`` trusted ({} if nothing)."""
+        manifest = json.loads(self._read(self.path_for(step) + MANIFEST_SUFFIX))
+        return manifest.get("metadata") or {}
 
     def read_verified(self, step: int) -> bytes:
         """The checkpoint's bytes; ValueError unless they match its manifest."""

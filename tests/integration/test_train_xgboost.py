@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -238,6 +240,99 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_with_the_requested_roun
     assert xgboost.Booster(model_file=str(out / "model.ubj")).num_boosted_rounds() == 300
     progress = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("round")]
     assert progress[0] == f"{killed_at + 10}/300" and progress[-1] == "300/300"
+
+
+# Overfits from the second round on (eta 1, depth 12): the best round comes early, the
+# stop PATIENCE rounds later, on a round that is not a multiple of CHECKPOINT_EVERY.
+PATIENCE, CHECKPOINT_EVERY, ROUNDS = 20, 4, 60
+EARLY_STOPPING = {
+    "rounds": ROUNDS,
+    "early_stopping_rounds": PATIENCE,
+    "checkpoint_every": CHECKPOINT_EVERY,
+    "params": {"objective": "binary:logistic", "eta": 1.0, "max_depth": 12},
+}
+
+
+def early_stopping_config(small_dataset: Path, out: Path) -> Path:
+    return write_config(
+        out.parent / f"{out.name}.yaml",
+        {
+            "data": {"train": str(small_dataset), "target": "label"},
+            "output": str(out),
+            "cluster": {"local_workers": 2},
+            "xgboost": EARLY_STOPPING,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    config: Path
+    output: Path
+    model: bytes  # as the run left them, before any test reruns it
+    metrics: dict
+
+
+@pytest.fixture(scope="module")
+def early_stopped_run(small_dataset, tmp_path_factory) -> FinishedRun:
+    out = tmp_path_factory.mktemp("early-stopped") / "run"
+    config = early_stopping_config(small_dataset, out)
+    result = run_cli("train", "xgboost", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    # It stopped early, PATIENCE rounds after its best one, between two checkpoints.
+    assert metrics["rounds"] == metrics["best_iteration"] + 1 + PATIENCE < ROUNDS
+    assert metrics["rounds"] % CHECKPOINT_EVERY != 0
+    return FinishedRun(config, out, (out / "model.ubj").read_bytes(), metrics)
+
+
+def test_rerun_of_an_early_stopped_run_changes_nothing(early_stopped_run):
+    """A retried Job pod of a run that stopped early finds it over: no training resumes."""
+    run = early_stopped_run
+    result = run_cli("train", "xgboost", "--config", str(run.config))
+    assert result.returncode == 0, result.stderr
+    assert f"stopped early at round {run.metrics['rounds']}: nothing to resume" in result.stdout
+    assert (run.output / "model.ubj").read_bytes() == run.model
+    assert json.loads((run.output / "metrics.json").read_text()) == run.metrics
+
+
+def test_killed_early_stopping_run_resumes_to_the_uninterrupted_result(
+    early_stopped_run, small_dataset, tmp_path
+):
+    """The resumed run remembers the best round before the kill and stops where the
+    uninterrupted one did, with the same model and metrics."""
+    out = tmp_path / "run"
+    config = early_stopping_config(small_dataset, out)
+    killed_at = kill_after_checkpoint(
+        [DASKYARD, "train", "xgboost", "--config", str(config)],
+        out / "checkpoints",
+        f"step-{CHECKPOINT_EVERY:06d}.ubj",
+    )
+    expected = early_stopped_run.metrics
+    # Killed after the best round and before the stop: the rerun must know both.
+    assert expected["best_iteration"] < killed_at < expected["rounds"]
+
+    result = run_cli("train", "xgboost", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert f"from checkpoint at round {killed_at}" in result.stdout
+    assert json.loads((out / "metrics.json").read_text()) == expected
+    assert (out / "model.ubj").read_bytes() == early_stopped_run.model
+
+
+def test_max_bin_param_sets_the_histogram_bins(tmp_path):
+    """max_bin reaches both quantile matrices (XGBoost refuses a training matrix
+    whose bins differ from the booster's); no feature splits at more than its bins."""
+    data, out = write_files(classification_frame(8_000), tmp_path / "data"), tmp_path / "o"
+    result = run_cli(
+        "train", "xgboost", "--train", str(data), "--target", "label",
+        "--output", str(out), "--rounds", "20",
+        "--param", "objective=binary:logistic", "--param", "max_depth=8",
+        "--param", "max_bin=16",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    trees = xgboost.Booster(model_file=str(out / "model.ubj")).trees_to_dataframe()
+    thresholds = trees[trees["Feature"] != "Leaf"].groupby("Feature")["Split"].nunique()
+    assert thresholds.max() <= 16  # 256 bins by default: well over 100 here
 
 
 @pytest.mark.parametrize(

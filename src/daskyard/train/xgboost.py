@@ -6,7 +6,7 @@ Takes a validated config and a client; never reads argv or the environment.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 import dask
@@ -37,8 +37,59 @@ class XGBoostResult:
     output: str
 
 
+# XGBoost's early stopping maximizes these metrics (and their "@" forms), minimizes the rest.
+MAXIMIZED_METRICS = ("auc", "aucpr", "pre", "map", "ndcg")
+
+
+@dataclass
+class EarlyStopping:
+    """XGBoost's early stopping (the last validation metric), resumable.
+
+    XGBoost's own callback starts afresh on a resumed booster: it took the first
+    resumed round for the best one and trained on past the stop. This state is
+    saved with every checkpoint, so a resumed run stops where an uninterrupted
+    one does, and a rerun of a run that stopped trains no further.
+    """
+
+    rounds: int  # rounds without improvement that stop the training
+    best_iteration: int | None = None
+    best_score: float | None = None
+    best_validation: dict[str, float] = field(default_factory=dict)  # every metric then
+    since_best: int = 0
+
+    @property
+    def stopped(self) -> bool:
+        return self.since_best >= self.rounds
+
+    def update(self, iteration: int, validation: dict[str, float]) -> bool:
+        """One round's validation metrics in; whether to stop out."""
+        metric = list(validation)[-1]  # XGBoost's default: the last eval_metric
+        score = validation[metric]
+        maximize = metric != "mape" and metric.startswith(MAXIMIZED_METRICS)
+        best = self.best_score
+        if best is None or (score > best if maximize else score < best):
+            self.best_iteration, self.best_score = iteration, score
+            self.best_validation = dict(validation)
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        return self.stopped
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps (``rounds`` is config, part of the run id)."""
+        state = asdict(self)
+        del state["rounds"]
+        return state
+
+
+def scores_at(history: dict[str, list[float]], index: int = -1) -> dict[str, float]:
+    """Every metric's value at one round of an XGBoost evaluation history."""
+    return {name: float(values[index]) for name, values in history.items()}
+
+
 class RoundCallback(xgboost.callback.TrainingCallback):
-    """Runs on every worker; rank 0 checkpoints and reports progress."""
+    """Runs on every worker: each stops early alike (the metrics are global);
+    rank 0 checkpoints and reports progress."""
 
     def __init__(
         self,
@@ -48,6 +99,7 @@ class RoundCallback(xgboost.callback.TrainingCallback):
         total_rounds: int,
         start_round: int,
         topic: str,
+        early_stopping: EarlyStopping | None,
     ) -> None:
         self.store = store
         self.checkpoint_every = checkpoint_every
@@ -55,20 +107,33 @@ class RoundCallback(xgboost.callback.TrainingCallback):
         self.total_rounds = total_rounds
         self.start_round = start_round
         self.topic = topic
+        self.early_stopping = early_stopping
 
     def after_iteration(self, model: xgboost.Booster, epoch: int, evals_log: dict) -> bool:
-        if collective.get_rank() != 0:
-            return False
         # ``epoch`` restarts at 0 when resuming; the booster knows its real round count.
         done = model.num_boosted_rounds()
+        stop = False
+        if self.early_stopping is not None:
+            stop = self.early_stopping.update(done - 1, scores_at(evals_log["validation"]))
+            # Where XGBoost's own early stopping records them, for whoever loads the model.
+            model.set_attr(
+                best_iteration=str(self.early_stopping.best_iteration),
+                best_score=str(self.early_stopping.best_score),
+            )
+        if collective.get_rank() != 0:
+            return stop
         # The final model is written by the job itself; a checkpoint of it is never needed.
-        if done % self.checkpoint_every == 0 and done < self.total_rounds:
-            self.store.save(done, bytes(model.save_raw("ubj")))
+        # The round that stops early is always checkpointed: a rerun finds the run over.
+        if done < self.total_rounds and (done % self.checkpoint_every == 0 or stop):
+            metadata = (
+                {"early_stopping": self.early_stopping.state()} if self.early_stopping else None
+            )
+            self.store.save(done, bytes(model.save_raw("ubj")), metadata)
         if done % self.progress_every == 0 or done == self.total_rounds:
             metrics = {
-                f"{data}-{name}": float(values[-1])
+                f"{data}-{name}": score
                 for data, by_metric in evals_log.items()
-                for name, values in by_metric.items()
+                for name, score in scores_at(by_metric).items()
             }
             progress.publish(
                 self.topic,
@@ -79,7 +144,7 @@ class RoundCallback(xgboost.callback.TrainingCallback):
                     "metrics": metrics,
                 },
             )
-        return False
+        return stop
 
 
 def objective_family(params: dict[str, Any]) -> str:
@@ -247,9 +312,14 @@ def train_xgboost(
     # Same collection, same partitions: xgboost.dask pairs X and y partition by partition.
     assert train_x.npartitions == train_y.npartitions
     categorical = bool(data.columns.categorical)
+    # The training matrix's bins must be the booster's: XGBoost refuses any other max_bin.
+    max_bin = params.get("max_bin")
+    stopping_rounds = config.xgboost.early_stopping_rounds
     first_start: int | None = None
 
-    def attempt(number: int) -> tuple[dict[str, Any], int, collective.Config]:
+    def attempt(
+        number: int,
+    ) -> tuple[dict[str, Any], int, dict[str, Any], collective.Config | None]:
         """Resume from the newest trusted checkpoint on the workers there are now."""
         nonlocal first_start
         if number > 1:
@@ -262,14 +332,27 @@ def train_xgboost(
         start_round, base_model = (resumed[0], resumed[1]) if resumed else (0, None)
         if first_start is None:
             first_start = start_round
+        early_stopping: EarlyStopping | None = None
+        stopping_state: dict[str, Any] = {}
+        if stopping_rounds:
+            if resumed:
+                stopping_state = store.metadata(start_round).get("early_stopping", {})
+            early_stopping = EarlyStopping(stopping_rounds, **stopping_state)
+        if early_stopping is not None and early_stopping.stopped:
+            progress.say(
+                stream, f"run {run_id} stopped early at round {start_round}: nothing to resume"
+            )
+            return {"booster": base_model, "history": {}}, start_round, stopping_state, None
         if resumed:
             progress.say(stream, f"resuming run {run_id} from checkpoint at round {start_round}")
         coll_cfg = _collective_config(client, config, embedded, stream)
         # Rebuilt every attempt: partitions held by a lost worker are recomputed by
         # dask on the workers that remain, and the new matrix is spread over them.
-        dtrain = dxgb.DaskQuantileDMatrix(client, train_x, train_y, enable_categorical=categorical)
+        dtrain = dxgb.DaskQuantileDMatrix(
+            client, train_x, train_y, max_bin=max_bin, enable_categorical=categorical
+        )
         dvalid = dxgb.DaskQuantileDMatrix(
-            client, valid_x, valid_y, ref=dtrain, enable_categorical=categorical
+            client, valid_x, valid_y, max_bin=max_bin, ref=dtrain, enable_categorical=categorical
         )
         timings.lap("build_matrix")
         topic = progress.new_topic("xgboost")
@@ -280,6 +363,7 @@ def train_xgboost(
             total,
             start_round,
             topic,
+            early_stopping,
         )
         with progress.ProgressPrinter(client, topic, "round", stream):
             result = dxgb.train(
@@ -288,18 +372,17 @@ def train_xgboost(
                 dtrain,
                 num_boost_round=total - start_round,
                 evals=[(dvalid, "validation")],
-                early_stopping_rounds=config.xgboost.early_stopping_rounds,
                 xgb_model=base_model,
                 callbacks=[callback],
                 verbose_eval=False,
                 coll_cfg=coll_cfg,
             )
         timings.lap("train")
-        return result, start_round, coll_cfg
+        return result, start_round, stopping_state, coll_cfg
 
     recovery = Recovery(client, config.cluster, stream)
     try:
-        result, start_round, coll_cfg = recovery.run(attempt, is_loss=_is_lost_peer)
+        result, start_round, stopping_state, coll_cfg = recovery.run(attempt, is_loss=_is_lost_peer)
     except xgboost.core.XGBoostError as exc:
         raise _classify_xgboost_error(exc) from None
     except infrastructure_errors() as exc:
@@ -310,12 +393,16 @@ def train_xgboost(
 
     booster: xgboost.Booster = result["booster"]
     history = result["history"].get("validation", {})
-    best = (
-        getattr(booster, "best_iteration", None) if config.xgboost.early_stopping_rounds else None
-    )
-    # With a resumed run, the history covers only this process's rounds.
-    index = (best - start_round) if best is not None and best >= start_round else -1
-    validation = {name: float(values[index]) for name, values in history.items()}
+    best = None
+    if stopping_rounds:
+        # The history covers only this process's rounds: replayed from the state it
+        # resumed with, it gives the best round's metrics even from before the resume.
+        early_stopping = EarlyStopping(stopping_rounds, **stopping_state)
+        for iteration in range(start_round, booster.num_boosted_rounds()):
+            early_stopping.update(iteration, scores_at(history, iteration - start_round))
+        best, validation = early_stopping.best_iteration, early_stopping.best_validation
+    else:
+        validation = scores_at(history)
     if objective_family(params) == "regression":
         validation["r2"] = _regression_r2(client, booster, data)
     timings.lap("evaluate")
@@ -353,7 +440,8 @@ def train_xgboost(
             "last_attempt_from_round": start_round,
             "recovery": recovery.summary(),
             "workers": len(client.scheduler_info(n_workers=-1)["workers"]),
-            "tracker": f"{coll_cfg.tracker_host_ip}:{coll_cfg.tracker_port}",
+            # None: the run had stopped early already, nothing trained.
+            "tracker": f"{coll_cfg.tracker_host_ip}:{coll_cfg.tracker_port}" if coll_cfg else None,
             "checkpoints": store.url,
         },
     }
