@@ -30,6 +30,7 @@ from daskyard.artifacts import (
     join_url,
     package_versions,
     stable_hash,
+    url_to_fs,
     write_json_atomic,
     write_run_outputs,
 )
@@ -43,7 +44,7 @@ from daskyard.recovery import Recovery
 from daskyard.train.blocks import (
     BlockSpec,
     FileSource,
-    save_checkpoint,
+    save_scored_checkpoint,
     score_candidate,
     train_rung,
 )
@@ -174,6 +175,10 @@ class Candidate:
     scores: list[dict[str, Any]] = field(default_factory=list)
     stopped_at_rung: int | None = None
 
+    def score_at(self, rung: int) -> dict[str, Any] | None:
+        """Its validation scores at that rung, if it was scored there."""
+        return next((s["validation"] for s in self.scores if s["rung"] == rung), None)
+
     def record(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -266,6 +271,13 @@ def search_incremental(
     ]
     for candidate in candidates:
         candidate.model = fresh(candidate)  # scattered with its first rung's task
+    resumed = resume_candidates(candidates, checkpoints, config.storage_options, stream)
+    if resumed:
+        progress.say(
+            stream,
+            f"resuming search {run_id}: {resumed} of {len(candidates)} candidates from their "
+            "checkpoints (their models and scores so far)",
+        )
     alive = candidates
     recovery = Recovery(client, config.cluster, stream)
     rung_run = RungRunner(client, plan, spec, classifier, order, recovery, fresh, stream, run_id)
@@ -276,7 +288,7 @@ def search_incremental(
             progress.say(
                 stream,
                 f"rung {rung + 1}/{len(schedule)}: {survivors} candidates x {budget} blocks; "
-                f"best {metric}={best.scores[-1]['validation'][metric]:.4f} (candidate {best.id})",
+                f"best {metric}={best.score_at(rung)[metric]:.4f} (candidate {best.id})",
             )
             if rung < len(schedule) - 1:
                 for candidate in alive[schedule[rung + 1][0] :]:
@@ -324,6 +336,7 @@ def search_incremental(
             "workers": len(client.scheduler_info(n_workers=-1)["workers"]),
             "checkpoints": checkpoints,
             "recovery": recovery.summary(),
+            "resumed_candidates": resumed,
         },
         "timings": timings.as_dict(),
     }
@@ -338,6 +351,34 @@ def search_incremental(
         config.storage_options,
     )
     return SearchResult(pipeline, metrics, results, manifest, config.output)
+
+
+def resume_candidates(
+    candidates: list[Candidate],
+    checkpoints: str,
+    storage_options: dict[str, Any],
+    stream: TextIO | None,
+) -> int:
+    """Each candidate from the newest trusted checkpoint an earlier run of this search
+    left (a retried Job pod); how many were resumed."""
+    fs, path = url_to_fs(checkpoints, storage_options)
+    fs.invalidate_cache(path)
+    if not fs.exists(path):
+        return 0  # a new search: one call, not one per candidate
+    resumed = 0
+    for candidate in candidates:
+        found = candidate.store.latest(
+            load_checkpoint, warn=lambda line: progress.say(stream, line)
+        )
+        if found is None:
+            continue
+        step, model = found
+        scores = candidate.store.metadata(step).get("scores") or []
+        if not scores or scores[-1]["blocks"] != step:
+            continue  # no scores with it (a checkpoint of an older daskyard): trained again
+        candidate.model, candidate.blocks, candidate.scores = model, step, scores
+        resumed += 1
+    return resumed
 
 
 def search_run_id(config: SearchJobConfig, fingerprint: str) -> str:
@@ -379,8 +420,12 @@ class RungRunner:
     def __call__(
         self, candidates: list[Candidate], rung: int, budget: int, metric: str
     ) -> list[Candidate]:
-        """Every candidate trained up to ``budget`` blocks and scored; best first."""
-        pending = list(candidates)
+        """Every candidate trained up to ``budget`` blocks and scored; best first.
+
+        A candidate resumed from an earlier run's checkpoint with a score at this
+        rung is not trained again: the same scores make the same survivors.
+        """
+        pending = [c for c in candidates if c.score_at(rung) is None]
         while pending:
             starts, retry, lost = [], [], None
             for candidate in pending:
@@ -407,7 +452,7 @@ class RungRunner:
                 if not self.recovery.is_loss(exc):
                     raise
                 retry, lost, starts = retry + starts, exc, []
-            submitted = [(c, *self._submit(c, budget)) for c in starts]
+            submitted = [(c, *self._submit(c, rung, budget)) for c in starts]
             for candidate, scored, saved in submitted:
                 validation, error = self._outcome(scored)
                 if error is None:
@@ -427,7 +472,7 @@ class RungRunner:
         sign = -1.0 if metric in MAXIMISED else 1.0
 
         def rank(candidate: Candidate) -> tuple[bool, float]:
-            value = candidate.scores[-1]["validation"].get(metric, float("nan"))
+            value = candidate.score_at(rung).get(metric, float("nan"))
             return (math.isnan(value), sign * value)  # a diverged (NaN) model ranks last
 
         return sorted(candidates, key=rank)
@@ -458,7 +503,7 @@ class RungRunner:
                 raise
             return None, exc
 
-    def _submit(self, candidate: Candidate, budget: int) -> tuple[Future, Future]:
+    def _submit(self, candidate: Candidate, rung: int, budget: int) -> tuple[Future, Future]:
         source = self.plan.train
         blocks = [(source.files[i], i) for i in self.order[candidate.blocks : budget]]
         columns = self.plan.columns
@@ -485,7 +530,14 @@ class RungRunner:
         # Every rung's model is kept: the next rung of a candidate whose worker dies
         # starts from here instead of from scratch.
         saved = self.client.submit(
-            save_checkpoint, candidate.model, candidate.store, budget, pure=False
+            save_scored_checkpoint,
+            candidate.model,
+            scored,
+            candidate.store,
+            budget,
+            candidate.scores,
+            rung,
+            pure=False,
         )
         return scored, saved
 
@@ -504,6 +556,8 @@ class RungRunner:
 
     def fetch(self, candidate: Candidate) -> BaseEstimator:
         """The trained model; from its checkpoint if its worker is gone by now."""
+        if not isinstance(candidate.model, Future):
+            return candidate.model  # resumed: trained in an earlier run
         try:
             return candidate.model.result()
         except Exception as exc:

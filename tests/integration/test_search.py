@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 
 import numpy as np
 import pandas as pd
@@ -10,7 +14,7 @@ import pytest
 import skops.io as sio
 from sklearn.metrics import accuracy_score
 
-from tests.conftest import run_cli, write_files
+from tests.conftest import DASKYARD, run_cli, write_files
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +179,64 @@ def test_every_rung_spreads_its_candidates_evenly_over_the_workers(noisy_problem
         first += size
         counts = sorted(workers.count(w) for w in set(workers))
         assert len(counts) == 2 and counts[-1] - counts[0] <= 1, (size, counts)
+
+
+def test_a_killed_search_resumes_and_ends_as_an_uninterrupted_one(noisy_problem, tmp_path):
+    """A retried Job pod: the rerun takes each candidate's models and scores from its
+    checkpoints and trains only what is left (it retrained every rung from scratch)."""
+    args = [
+        "search",
+        "incremental",
+        "--estimator",
+        "sklearn.linear_model.SGDClassifier",
+        "--space",
+        "alpha=loguniform:1e-6:1",
+        "--candidates",
+        "8",
+        "--train",
+        str(noisy_problem / "train"),
+        "--validation",
+        str(noisy_problem / "valid"),
+        "--target",
+        "label",
+        "--local-workers",
+        "2",
+    ]
+    whole = run_cli(*args, "--output", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    assert "resuming" not in whole.stdout
+
+    out = tmp_path / "killed"
+    # Killed, with its embedded workers, once the last rung (8 blocks) has begun.
+    proc = subprocess.Popen(
+        [DASKYARD, *args, "--output", str(out)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("checkpoints/*/candidate-*/step-000008.skops.manifest.json")):
+            assert proc.poll() is None, "the search ended before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "metrics.json").exists()
+
+    rerun = run_cli(*args, "--output", str(out))
+    assert rerun.returncode == 0, rerun.stderr
+    assert "of 8 candidates from their checkpoints" in rerun.stdout
+    again = run_cli(*args, "--output", str(out))  # a finished search: nothing to train
+    assert again.returncode == 0, again.stderr
+    assert "8 of 8 candidates from their checkpoints" in again.stdout
+
+    def outcome(folder):
+        results = json.loads((folder / "results.json").read_text())["candidates"]
+        metrics = json.loads((folder / "metrics.json").read_text())
+        path = folder / "model.skops"
+        model = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+        return results, metrics["validation"], model[-1].coef_.tolist()
+
+    assert outcome(out) == outcome(tmp_path / "whole")

@@ -284,6 +284,21 @@ def save_checkpoint(model: BaseEstimator, store: CheckpointStore, step: int) -> 
     return step
 
 
+def save_scored_checkpoint(
+    model: BaseEstimator,
+    validation: dict[str, Any],
+    store: CheckpointStore,
+    step: int,
+    earlier: list[dict[str, Any]],
+    rung: int,
+) -> int:
+    """A candidate's checkpoint at the end of a rung, with every score it has had: a
+    rerun of the search takes both and trains nothing it already trained."""
+    scores = [*earlier, {"rung": rung, "blocks": step, "validation": validation}]
+    store.save(step, dumps_model(model), metadata={"scores": scores})
+    return step
+
+
 def dumps_model(model: Any) -> bytes:
     # Imported here, not at the top: skops.io imports every scikit-learn estimator
     # module (+139 MiB in each process that only fits one).
