@@ -420,9 +420,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A lost scheduler makes distributed log reconnect tracebacks; the job's own
     # one-line error (exit 75) says what happened and what to do. Importing
     # distributed configures its loggers, so the level is set after that.
+    import dask
     import distributed  # noqa: F401
 
     logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
+    # Nor distributed's INFO chatter (comms closing as an embedded cluster shuts down,
+    # printed around the job's own lines); DASK_LOGGING__DISTRIBUTED=debug still gets it.
+    if str(dask.config.get("logging.distributed", "info")).lower() == "info":
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -288,7 +288,7 @@ CASES = {
     "no replicas": (
         ["--estimator", "sklearn.linear_model.SGDClassifier", "--replicas", "0"],
         2,
-        "invalid value for 'incremental.replicas' in arguments (got 0)",
+        "invalid value for 'incremental.replicas' in flag --replicas (got 0)",
     ),
 }
 
