@@ -638,23 +638,28 @@ def spread_reads(
     """
     info = client.scheduler_info(n_workers=-1)["workers"]
     sizes = source.sizes or (0,) * len(source.files)
-    owners = assign_files(sizes, {a: w.get("nthreads", 1) for a, w in info.items()})
-    return [
-        client.submit(
-            read_partition,
-            url,
-            index,
-            source.format,
-            source.storage_options,
-            plan,
-            split,
-            workers=[owner],
-            allow_other_workers=True,  # a worker that left does not stall the read
-            pure=False,
-            key=f"daskyard-read-{uuid.uuid4().hex}-{index}",
+    threads = {a: w.get("nthreads", 1) for a, w in info.items()}
+    # No worker at this moment (all lost, none back yet): the reads wait for the next.
+    owners = assign_files(sizes, threads) if threads else [None] * len(source.files)
+    futures = []
+    for index, (url, owner) in enumerate(zip(source.files, owners, strict=True)):
+        # Loose: a worker that left does not stall the read.
+        placed = {"workers": [owner], "allow_other_workers": True} if owner else {}
+        futures.append(
+            client.submit(
+                read_partition,
+                url,
+                index,
+                source.format,
+                source.storage_options,
+                plan,
+                split,
+                pure=False,
+                key=f"daskyard-read-{uuid.uuid4().hex}-{index}",
+                **placed,
+            )
         )
-        for index, (url, owner) in enumerate(zip(source.files, owners, strict=True))
-    ]
+    return futures
 
 
 def check_rows(rows: dict[str, int], plan: DataPlan, data: DataConfig) -> None:

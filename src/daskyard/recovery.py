@@ -38,6 +38,24 @@ def worker_loss_errors() -> tuple[type[BaseException], ...]:
     return (CancelledError, KilledWorker, CommClosedError, OSError, TimeoutError)
 
 
+def workers_now(client: Client, timeout: float = 120.0) -> list[str]:
+    """The workers' addresses now; after all were lost, once a new one has joined.
+
+    ``wait_for_workers`` can return on dead workers the scheduler still lists, and a
+    moment later the list is empty: an attempt that dealt its blocks out to the
+    workers there were then divided by zero. TimeoutError is a loss: another attempt.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+        if workers:
+            return workers
+        try:
+            client.wait_for_workers(1, timeout=max(deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            raise TimeoutError(f"no worker joined within {timeout:g}s") from None
+
+
 def short(exc: BaseException, limit: int = 200) -> str:
     text = " ".join(str(exc).split()) or "no message"
     return f"{type(exc).__name__}: {text[:limit]}"

@@ -50,3 +50,43 @@ def test_a_header_only_csv_file_does_not_leave_a_worker_empty(dask_cluster, tmp_
     with Client(dask_cluster.address) as client:
         rows = rows_by_worker(client, folder)
     assert sorted(rows.values()) == [10_000, 10_000]
+
+
+def test_reads_wait_for_a_worker_when_there_is_none(small_dataset):
+    """All workers lost, none back yet: the reads queue (they raised 'no workers')."""
+    from distributed import LocalCluster
+
+    from daskyard.recovery import workers_now
+
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        plan = plan_data_without_workers(client, small_dataset)
+        futures = spread_reads(client, plan.train, plan.columns, None)
+        assert {f.status for f in futures} == {"pending"}
+        cluster.scale(1)
+        assert len(workers_now(client, timeout=30)) == 1
+        assert sum(len(frame) for frame in client.gather(futures)) == 20_000
+
+
+def plan_data_without_workers(client: Client, folder):
+    """plan_data reads the schemas on workers: here the client lists and reads them."""
+    from daskyard.data import DataPlan, list_source, plan_columns, read_file_schema
+
+    source = list_source(str(folder), "auto", {})
+    schemas = [(f, read_file_schema(f, source.format, {})) for f in source.files]
+    return DataPlan(source, None, plan_columns(schemas, "label", None, [], True), None)
+
+
+def test_workers_now_gives_up_as_a_lost_worker():
+    from distributed import LocalCluster
+
+    from daskyard.recovery import worker_loss_errors, workers_now
+
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+        pytest.raises(worker_loss_errors(), match=r"no worker joined within 0\.5s"),
+    ):
+        workers_now(client, timeout=0.5)

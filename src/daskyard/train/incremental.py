@@ -30,7 +30,7 @@ from daskyard.config import IncrementalJobConfig, JobConfig, resolved
 from daskyard.data import DataPlan, check_rows, plan_data
 from daskyard.errors import ConfigError, DataError, InfrastructureError
 from daskyard.estimators import build_estimator, is_linear_model, resolve_estimator
-from daskyard.recovery import Recovery
+from daskyard.recovery import Recovery, workers_now
 from daskyard.train.averaging import average_models, check_replicas
 from daskyard.train.blocks import (
     MAX_CLASSES,
@@ -469,7 +469,7 @@ def _stream(
     # the blocks in flight: a 1 GiB out-of-core worker peaked at 0.58 of its limit,
     # 0.42 now, and streaming 20M rows on 2 workers took 9.4 s on average, 9.0 now.
     # Restrictions are loose, so a departed worker's steps run elsewhere.
-    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    workers = workers_now(client)
     placed = {"allow_other_workers": True, "pure": False}
 
     def home(step: int) -> list[str]:
