@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import skops.io as sio
 import xgboost
+import yaml
 
 from daskyard.checkpoints import MANIFEST_SUFFIX
 from tests.conftest import (
@@ -173,6 +174,50 @@ def test_xgboost_survives_a_killed_worker_with_all_rounds_and_the_same_auc(
     auc = json.loads((out / "metrics.json").read_text())["validation"]["auc"]
     calm_auc = json.loads((calm_out / "metrics.json").read_text())["validation"]["auc"]
     assert abs(auc - calm_auc) <= 0.005, (auc, calm_auc)
+
+
+def test_a_killed_jobs_training_stops_on_the_cluster(
+    fault_dataset: Path, cluster: ProcessCluster, tmp_path: Path
+) -> None:
+    """A Job pod killed with the scheduler still up: its training ran on for all its
+    rounds (the scheduler cancels a running task, which runs on), writing checkpoints
+    and holding the workers the next pod's training waited for."""
+    from distributed import Client
+
+    out = tmp_path / "out"
+    config = xgboost_config(tmp_path / "job.yaml", fault_dataset, out)
+    payload = yaml.safe_load(config.read_text())
+    payload["xgboost"].update(rounds=5000, checkpoint_every=1)  # minutes of rounds
+    write_config(config, payload)
+    proc = subprocess.Popen(
+        [DASKYARD, "train", "xgboost", "--config", str(config), "--scheduler", cluster.address],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob(f"checkpoints/*/step-000005.ubj{MANIFEST_SUFFIX}")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+
+    def running_tasks(dask_worker) -> int:
+        """Tasks its threads still run, those cancelled under them included (nested:
+        sent by value, as the workers cannot import the tests)."""
+        states = ("executing", "long-running", "cancelled")
+        return sum(task.state in states for task in dask_worker.state.tasks.values())
+
+    with Client(cluster.address, timeout=30) as client:
+        deadline = time.monotonic() + 30
+        # The scheduler forgets the cancelled tasks at once; the workers know what runs.
+        while any(client.run(running_tasks).values()):
+            assert time.monotonic() < deadline, "the killed job's training still runs"
+            time.sleep(0.1)
+    steps = [int(p.name[5:11]) for p in out.glob(f"checkpoints/*/step-*.ubj{MANIFEST_SUFFIX}")]
+    assert max(steps) < 1000  # it stopped soon after the kill, not at round 4999
 
 
 def test_worker_loss_beyond_max_attempts_exits_75(

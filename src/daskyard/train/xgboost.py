@@ -120,6 +120,10 @@ class RoundCallback(xgboost.callback.TrainingCallback):
                 best_iteration=str(self.early_stopping.best_iteration),
                 best_score=str(self.early_stopping.best_score),
             )
+        # Every rank learns at once whether any saw its job leave, so all stop at the
+        # same round (a rank that stopped alone would leave the others in a collective).
+        if collective.allreduce(np.array([float(_abandoned())]), collective.Op.MAX)[0] > 0:
+            return True
         if collective.get_rank() != 0:
             return stop
         # The final model is written by the job itself; a checkpoint of it is never needed.
@@ -145,6 +149,22 @@ class RoundCallback(xgboost.callback.TrainingCallback):
                 },
             )
         return stop
+
+
+def _abandoned() -> bool:
+    """Whether the job that submitted this training is gone: a killed Job pod, with the
+    scheduler still up. The scheduler then cancels its tasks, but a running task runs
+    on: this training went on for all its rounds, writing checkpoints the job's next
+    pod resumes from, on workers that next pod's training waited for."""
+    from distributed import get_worker
+    from distributed.worker import thread_state
+
+    try:
+        worker, key = get_worker(), thread_state.key
+    except (ValueError, AttributeError):  # not in a task (a test calling the callback)
+        return False
+    task = worker.state.tasks.get(key)
+    return task is not None and task.state == "cancelled"
 
 
 def objective_family(params: dict[str, Any]) -> str:
