@@ -109,6 +109,8 @@ def test_scheduler_comes_from_the_environment_when_not_given(tmp_path):
         (NESTED + "output: other/\n", {}, "line 9, column 1: key 'output' is given twice"),
         (NESTED + "rounds: 3\n", {}, "'xgboost.rounds' is set twice, as 'xgboost.rounds' and"),
         ("train: a/\ndata: {train: b/, target: y}\noutput: o/\n", {}, "'data.train' is set"),
+        # A value where a section belongs: the line names the file it is in.
+        ("data: d/\ntrain: t/\n", {}, "job.yaml': config key 'data' must be a section"),
     ],
 )
 def test_invalid_config_is_one_line_naming_the_key(tmp_path, text, overrides, expected):
