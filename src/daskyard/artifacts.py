@@ -22,7 +22,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from daskyard.errors import ConfigError, InfrastructureError
+from daskyard.errors import ConfigError, DaskyardError, InfrastructureError, short
 
 # The packages whose versions must match across client, scheduler and workers.
 TRACKED_PACKAGES = {
@@ -67,6 +67,22 @@ def storage_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, EndpointError)
 
 
+def storage_failure(exc: BaseException, where: str) -> DaskyardError | None:
+    """What a failed storage call means when the fault is not the data's: the store out
+    of reach (a retried Job may get through) or credentials refused (it cannot)."""
+    if storage_unreachable(exc):
+        return InfrastructureError(
+            f"{where}: the store cannot be reached ({short(exc)}): check the endpoint in "
+            "storage_options and the network; a retried Job tries again"
+        )
+    if isinstance(exc, PermissionError):
+        return ConfigError(
+            f"{where}: access denied ({short(exc)}): check the credentials in "
+            "storage_options, or the identity of the job's pod"
+        )
+    return None
+
+
 def check_folder_url(url: str, key: str, storage_options: dict[str, Any] | None = None) -> None:
     """Refuse, before any work, a folder URL that cannot take the run's files.
 
@@ -106,24 +122,13 @@ def _probe_object_store(fs: Any, url: str, path: str, key: str) -> None:
         fs.rm_file(probe)
     except FileNotFoundError as exc:
         raise ConfigError(
-            f"{key} '{url}' cannot be written ({_reason(exc)}): create the bucket or fix the URL"
-        ) from None
-    except PermissionError as exc:
-        raise ConfigError(
-            f"{key} '{url}' cannot be written, access denied ({_reason(exc)}): check the "
-            "credentials in storage_options, or the identity of the job's pod"
+            f"{key} '{url}' cannot be written ({short(exc)}): create the bucket or fix the URL"
         ) from None
     except Exception as exc:
-        if not storage_unreachable(exc):
+        failure = storage_failure(exc, f"{key} '{url}' cannot be written")
+        if failure is None:
             raise
-        raise InfrastructureError(
-            f"{key} '{url}': the object store cannot be reached ({_reason(exc)}): check the "
-            "endpoint in storage_options and the network; a retried Job tries again"
-        ) from None
-
-
-def _reason(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        raise failure from None
 
 
 def write_bytes_atomic(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> str:

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from distributed import Client, Future
 
-from daskyard.artifacts import storage_unreachable, url_to_fs
+from daskyard.artifacts import storage_failure, url_to_fs
 from daskyard.config import DataConfig
-from daskyard.errors import ConfigError, DataError, InfrastructureError
+from daskyard.errors import DataError
 from daskyard.placement import assign_files
 
 if TYPE_CHECKING:
@@ -117,17 +117,9 @@ def list_source(url: str, fmt: str, storage_options: dict[str, Any]) -> DataSour
     except DataError:
         raise
     except Exception as exc:
-        if storage_unreachable(exc):
-            raise InfrastructureError(
-                f"cannot list data at '{url}': the store cannot be reached "
-                f"({type(exc).__name__}: {exc}): check the endpoint in storage_options and "
-                "the network; a retried Job tries again"
-            ) from None
-        if isinstance(exc, PermissionError):  # a config problem, not the data's
-            raise ConfigError(
-                f"cannot list data at '{url}': access denied ({exc}): check the credentials "
-                "in storage_options, or the identity of the job's pod"
-            ) from None
+        failure = storage_failure(exc, f"cannot list data at '{url}'")
+        if failure is not None:
+            raise failure from None
         if not isinstance(exc, OSError | ValueError):
             raise
         raise DataError(f"cannot list data at '{url}': {exc}") from None

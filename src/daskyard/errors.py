@@ -29,3 +29,9 @@ class InfrastructureError(DaskyardError):
     """Transient infrastructure failure: a retried pod may succeed and resumes."""
 
     exit_code = 75
+
+
+def short(exc: BaseException, limit: int = 200) -> str:
+    """An exception as it goes into a message line: its type and its text, on one line."""
+    text = " ".join(str(exc).split()) or "no message"
+    return f"{type(exc).__name__}: {text[:limit]}"

@@ -21,7 +21,7 @@ from distributed import Client
 
 from daskyard import progress
 from daskyard.config import ClusterConfig
-from daskyard.errors import DaskyardError, InfrastructureError
+from daskyard.errors import DaskyardError, InfrastructureError, short
 
 T = TypeVar("T")
 
@@ -54,11 +54,6 @@ def workers_now(client: Client, timeout: float = 120.0) -> list[str]:
             client.wait_for_workers(1, timeout=max(deadline - time.monotonic(), 0.0))
         except TimeoutError:
             raise TimeoutError(f"no worker joined within {timeout:g}s") from None
-
-
-def short(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or "no message"
-    return f"{type(exc).__name__}: {text[:limit]}"
 
 
 @dataclass
