@@ -390,6 +390,17 @@ def build_config(
         ) from None
 
 
+def from_flags(model: type[Model], flags: Mapping[str, tuple[str, Any]], **fixed: Any) -> Model:
+    """``model`` built from command-line values (field -> (flag, value)) and ``fixed``
+    ones; a bad value is one ConfigError line naming its flag (doctor, demo)."""
+    try:
+        return model(**{name: value for name, (_, value) in flags.items()}, **fixed)
+    except ValidationError as exc:
+        names = {(name,): flag for name, (flag, _) in flags.items()}
+        given = {(name,): value for name, (_, value) in flags.items()}
+        raise ConfigError(describe_validation_error(exc, model, None, names, given)) from None
+
+
 def describe_validation_error(
     exc: ValidationError,
     model: type[BaseModel],

@@ -9,7 +9,6 @@ from typing import TextIO
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
 from daskyard import progress
 from daskyard.artifacts import check_folder_url
@@ -18,9 +17,8 @@ from daskyard.config import (
     DataConfig,
     XGBoostConfig,
     XGBoostJobConfig,
-    describe_validation_error,
+    from_flags,
 )
-from daskyard.errors import ConfigError
 from daskyard.runner import run_xgboost
 
 DEMO_FILES = 8
@@ -57,15 +55,7 @@ def run_demo(directory: str, rows: int, local_workers: int | None, stream: TextI
     root = Path(directory).resolve()
     # Checked before minutes of data generation, not after.
     check_folder_url(str(root), "--dir")
-    try:
-        cluster = ClusterConfig(local_workers=local_workers)
-    except ValidationError as exc:
-        path = ("local_workers",)
-        raise ConfigError(
-            describe_validation_error(
-                exc, ClusterConfig, None, {path: "--local-workers"}, {path: local_workers}
-            )
-        ) from None
+    cluster = from_flags(ClusterConfig, {"local_workers": ("--local-workers", local_workers)})
     data = root / f"data-{rows}"
     started = time.perf_counter()
     if not data.exists():

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
-from pydantic import ValidationError
-
 from daskyard import progress
 from daskyard.cluster import adaptive_target, connect, version_report
-from daskyard.config import ClusterConfig, describe_validation_error
+from daskyard.config import ClusterConfig, from_flags
 from daskyard.errors import ConfigError
 
 
@@ -19,14 +17,11 @@ def _gib(value: float | None) -> str:
 
 def run_doctor(scheduler: str | None, timeout: float, stream: TextIO | None = None) -> int:
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
-    try:
-        config = ClusterConfig(scheduler=address, connect_timeout=timeout, check_versions=False)
-    except ValidationError as exc:
-        flags = {("connect_timeout",): "--timeout", ("scheduler",): "--scheduler"}
-        given = {("connect_timeout",): timeout, ("scheduler",): address}
-        raise ConfigError(
-            describe_validation_error(exc, ClusterConfig, None, flags, given)
-        ) from None
+    config = from_flags(
+        ClusterConfig,
+        {"scheduler": ("--scheduler", address), "connect_timeout": ("--timeout", timeout)},
+        check_versions=False,
+    )
     with connect(config) as client:
         info = client.scheduler_info(n_workers=-1)
         progress.say(stream, f"scheduler: {info['address']} (dialled {client.scheduler.address})")

@@ -470,3 +470,24 @@ def test_scheduler_lost_mid_training_exits_75_and_a_rerun_resumes(small_dataset,
         stop_processes(fresh.processes)
     assert rerun.returncode == 0, rerun.stderr
     assert "from checkpoint at round" in rerun.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["doctor", "--timeout", "0"], "'connect_timeout' in flag --timeout (got 0.0)"),
+        (["doctor", "--scheduler", "http://127.0.0.1:1"], "unknown address scheme 'http'"),
+        (["demo", "--dir", "{tmp}/d", "--local-workers", "0"], "in flag --local-workers (got 0)"),
+        (["demo", "--dir", "{tmp}/a-file"], "a-file' is a file, not a folder"),
+    ],
+)
+def test_bad_doctor_and_demo_flags_are_one_line_before_any_work(tmp_path, args, message):
+    """They were exit 1 with a pydantic dump or a NotADirectoryError, the demo only
+    after generating its data."""
+    (tmp_path / "a-file").write_text("not a folder")
+    result = run_cli(*[arg.format(tmp=tmp_path) for arg in args])
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("daskyard: error:")
+    assert message in result.first_error_line
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "d").exists()  # no data generated

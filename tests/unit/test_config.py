@@ -202,3 +202,12 @@ def test_a_missing_estimator_names_the_flag(tmp_path):
             flat_keys=INCREMENTAL_FLAT_KEYS,
             env={},
         )
+
+
+def test_a_model_from_flags_names_the_flag_of_a_bad_value():
+    from daskyard.config import ClusterConfig, from_flags
+
+    built = from_flags(ClusterConfig, {"local_workers": ("--local-workers", 3)}, connect_timeout=5)
+    assert (built.local_workers, built.connect_timeout) == (3, 5.0)
+    with pytest.raises(ConfigError, match=r"'connect_timeout' in flag --timeout \(got -1\)"):
+        from_flags(ClusterConfig, {"connect_timeout": ("--timeout", -1)})
