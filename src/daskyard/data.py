@@ -610,16 +610,27 @@ def _persist_spread(
     client: Client, source: DataSource, plan: ColumnPlan, split: tuple[int, float] | None
 ) -> dd.DataFrame:
     """All rows of the source, held on the workers as spread_reads places them."""
-    if len(client.scheduler_info(n_workers=-1)["workers"]) < 2:
+    threads = worker_threads(client)
+    if len(threads) < 2:
         return _frame_from_source(source, plan, split).persist()
     import dask.dataframe as dd
 
-    futures = spread_reads(client, source, plan, split)
+    futures = spread_reads(client, source, plan, split, threads)
     return dd.from_delayed(futures, meta=_meta(source, plan, split), verify_meta=False)
 
 
+def worker_threads(client: Client) -> dict[str, int]:
+    """Each worker's address and thread count, now."""
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    return {address: worker.get("nthreads", 1) for address, worker in info.items()}
+
+
 def spread_reads(
-    client: Client, source: DataSource, plan: ColumnPlan, split: tuple[int, float] | None
+    client: Client,
+    source: DataSource,
+    plan: ColumnPlan,
+    split: tuple[int, float] | None,
+    threads: dict[str, int],
 ) -> list[Future]:
     """Read every file on the worker placement.assign_files picks, by its listed size.
 
@@ -628,9 +639,7 @@ def spread_reads(
     turn leaves a worker short when the files differ in size (an empty one, a
     last small one): XGBoost waits for the fullest worker every round.
     """
-    info = client.scheduler_info(n_workers=-1)["workers"]
     sizes = source.sizes or (0,) * len(source.files)
-    threads = {a: w.get("nthreads", 1) for a, w in info.items()}
     # No worker at this moment (all lost, none back yet): the reads wait for the next.
     owners = assign_files(sizes, threads) if threads else [None] * len(source.files)
     futures = []

@@ -9,7 +9,7 @@ import pytest
 from distributed import Client, wait
 
 from daskyard.config import DataConfig
-from daskyard.data import plan_data, spread_reads
+from daskyard.data import plan_data, spread_reads, worker_threads
 from tests.conftest import classification_frame
 
 pytestmark = pytest.mark.integration
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def rows_by_worker(client: Client, folder, fmt: str = "parquet") -> Counter:
     plan = plan_data(client, DataConfig(train=str(folder), target="label"), {})
-    futures = spread_reads(client, plan.train, plan.columns, None)
+    futures = spread_reads(client, plan.train, plan.columns, None, worker_threads(client))
     wait(futures)
     owners = client.who_has(futures)
     rows = Counter()
@@ -63,7 +63,7 @@ def test_reads_wait_for_a_worker_when_there_is_none(small_dataset):
         Client(cluster) as client,
     ):
         plan = plan_data_without_workers(client, small_dataset)
-        futures = spread_reads(client, plan.train, plan.columns, None)
+        futures = spread_reads(client, plan.train, plan.columns, None, worker_threads(client))
         assert {f.status for f in futures} == {"pending"}
         cluster.scale(1)
         assert len(workers_now(client, timeout=30)) == 1
