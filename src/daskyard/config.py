@@ -188,9 +188,15 @@ class SearchConfig(StrictModel):
     allowed_packages: list[str] = Field(default_factory=lambda: ["sklearn"])
 
     @model_validator(mode="after")
-    def _space_is_not_empty(self) -> SearchConfig:
+    def _space_is_valid(self) -> SearchConfig:
         if not self.space:
             raise ValueError("search.space is empty: give at least one --space KEY=SPEC")
+        # Its specs are checked here, before a cluster is started or reached; whether
+        # each names a parameter of the estimator is known once that is imported.
+        # Imported here: daskyard.space reads choice values with parse_param, below.
+        from daskyard.space import parse_space
+
+        parse_space(self.space)
         return self
 
 

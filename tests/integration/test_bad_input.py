@@ -382,6 +382,24 @@ def test_unreachable_scheduler_exits_75_within_the_timeout(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ("alpha=normal:0:1", "unknown kind 'normal'"),
+        ("alpha=int:0.5:3", "int bounds must be whole numbers"),
+    ],
+)
+def test_a_bad_search_space_is_refused_before_the_scheduler_is_reached(tmp_path, spec, problem):
+    """Exit 2 at once: not 75 (which a Job retries) for want of a scheduler it never needed."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    args = ["--train", str(good(tmp_path)), "--target", "label", "--output", str(tmp_path / "o")]
+    search = ["search", "incremental", "--estimator", "sklearn.linear_model.SGDClassifier"]
+    result = run_cli(*search, *args, "--space", spec, "--scheduler", address, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.first_error_line.startswith(f"daskyard: error: --space {spec}: {problem}")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
     ("address", "problem"),
     [
         ("http://127.0.0.1:8786", "unknown address scheme 'http'"),

@@ -3,7 +3,8 @@
 import pytest
 
 from daskyard.errors import ConfigError
-from daskyard.search import parse_dimension, parse_space, rung_schedule, sample_candidates
+from daskyard.search import rung_schedule
+from daskyard.space import parse_dimension, parse_space, sample_candidates
 
 
 def test_each_kind_samples_within_its_bounds():
