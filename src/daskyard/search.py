@@ -91,6 +91,7 @@ class Candidate:
     restarts: int = 0  # times this candidate was restored from its checkpoint
     scores: list[dict[str, Any]] = field(default_factory=list)
     stopped_at_rung: int | None = None
+    error: str | None = None  # why its training failed, when it did: it was dropped
 
     def score_at(self, rung: int) -> dict[str, Any] | None:
         """Its validation scores at that rung, if it was scored there."""
@@ -104,6 +105,7 @@ class Candidate:
             "scores": self.scores,
             "stopped_at_rung": self.stopped_at_rung,
             "restarts": self.restarts,
+            "error": self.error,
         }
 
 
@@ -231,6 +233,7 @@ def search_incremental(
         "best_candidate": winner.id,
         "metric": metric,
         "candidates": len(candidates),
+        "failed_candidates": sum(c.error is not None for c in candidates),
         "rows": prepared.rows,
     }
     manifest = {
@@ -337,7 +340,8 @@ class RungRunner:
     def __call__(
         self, candidates: list[Candidate], rung: int, budget: int, metric: str
     ) -> list[Candidate]:
-        """Every candidate trained up to ``budget`` blocks and scored; best first.
+        """Every candidate trained up to ``budget`` blocks and scored; best first,
+        without those that failed (dropped).
 
         A candidate resumed from an earlier run's checkpoint with a score at this
         rung is not trained again: the same scores make the same survivors.
@@ -348,6 +352,9 @@ class RungRunner:
             for candidate in pending:
                 if isinstance(candidate.model, Future):  # trained in the previous rung
                     model, error = self._outcome(candidate.model)  # a few KiB
+                    if isinstance(error, ConfigError):
+                        self._drop(candidate, rung, error)
+                        continue
                     if error is not None:
                         retry.append(candidate)
                         lost = error
@@ -374,6 +381,9 @@ class RungRunner:
                 validation, error = self._outcome(scored)
                 if error is None:
                     _, error = self._outcome(saved)
+                if isinstance(error, ConfigError):
+                    self._drop(candidate, rung, error)
+                    continue
                 if error is not None:
                     retry.append(candidate)
                     lost = error
@@ -386,13 +396,28 @@ class RungRunner:
                 for candidate in retry:
                     self._restore(candidate, budget)
             pending = retry
+        scored = [c for c in candidates if c.error is None]
+        if not scored:
+            raise ConfigError(
+                f"all {len(candidates)} candidates of rung {rung + 1} failed; the first: "
+                f"{candidates[0].error}"
+            )
         sign = -1.0 if metric in MAXIMISED else 1.0
 
         def rank(candidate: Candidate) -> tuple[bool, float]:
             value = candidate.score_at(rung).get(metric, float("nan"))
             return (math.isnan(value), sign * value)  # a diverged (NaN) model ranks last
 
-        return sorted(candidates, key=rank)
+        return sorted(scored, key=rank)
+
+    def _drop(self, candidate: Candidate, rung: int, error: ConfigError) -> None:
+        """A candidate whose own values fail mid-training (SGD's alpha=0 with the
+        'optimal' learning rate) leaves the search, as scikit-learn's searches score
+        such a fit NaN and go on: one sampled value must not end a search of many."""
+        candidate.error = str(error)
+        candidate.stopped_at_rung = rung
+        candidate.model = None
+        progress.say(self.stream, f"candidate {candidate.id}: dropped in rung {rung + 1}: {error}")
 
     def _scatter(self, models: list[BaseEstimator], tries: int = 3) -> list[Future]:
         """Scatter the models, again while the workers change under it.
@@ -412,9 +437,12 @@ class RungRunner:
         return self.client.scatter(models)  # the last try's failure is the caller's
 
     def _outcome(self, future: Future) -> tuple[Any, BaseException | None]:
-        """The future's result, or the lost worker that took it (other errors raise)."""
+        """The future's result, the lost worker that took it, or the ConfigError of a
+        candidate whose values the estimator refused (other errors raise)."""
         try:
             return future.result(), None
+        except ConfigError as exc:
+            return None, exc
         except Exception as exc:
             if not self.recovery.is_loss(exc):
                 raise

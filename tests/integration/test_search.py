@@ -129,6 +129,67 @@ def test_bad_search_input_exits_2(extra, message, dask_cluster, noisy_problem, t
     assert "Traceback" not in result.stderr
 
 
+def search_args(problem, *extra: str) -> list[str]:
+    return [
+        "search",
+        "incremental",
+        "--estimator",
+        "sklearn.linear_model.SGDClassifier",
+        "--train",
+        str(problem / "train"),
+        "--validation",
+        str(problem / "valid"),
+        "--target",
+        "label",
+        *extra,
+    ]
+
+
+def test_a_candidate_that_fails_is_dropped_and_the_search_goes_on(
+    dask_cluster, noisy_problem, tmp_path
+):
+    """SGD refuses alpha=0 with its default 'optimal' learning rate only once it trains:
+    the candidates that drew it leave the search, the others finish it (it ended the
+    whole search with exit 2)."""
+    out = tmp_path / "out"
+    space = ["--space", "alpha=choice:0,0.0001", "--space", "penalty=choice:l2,l1"]
+    result = run_cli(
+        *search_args(noisy_problem, *space, "--candidates", "8", "--output", str(out)),
+        "--scheduler",
+        dask_cluster.address,
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())["candidates"]
+    failed = [r for r in results if r["params"]["alpha"] == 0]
+    assert 0 < len(failed) < len(results)
+    for record in failed:
+        assert record["scores"] == [] and record["stopped_at_rung"] == 0
+        assert record["error"].startswith("SGDClassifier.partial_fit failed: alpha must be > 0")
+        line = f"candidate {record['id']}: dropped in rung 1: SGDClassifier.partial_fit failed"
+        assert line in result.stdout
+    assert all(r["error"] is None and r["scores"] for r in results if r not in failed)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["best_params"]["alpha"] == 0.0001
+    assert metrics["failed_candidates"] == len(failed)
+    assert metrics["validation"]["accuracy"] > 0.6
+
+
+def test_a_search_whose_every_candidate_fails_exits_2(dask_cluster, noisy_problem, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli(
+        *search_args(noisy_problem, "--space", "alpha=choice:0", "--output", str(out)),
+        "--scheduler",
+        dask_cluster.address,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.first_error_line.startswith(
+        "daskyard: error: all 16 candidates of rung 1 failed; the first: "
+        "SGDClassifier.partial_fit failed: alpha must be > 0"
+    )
+    assert "Traceback" not in result.stderr
+    assert not (out / "metrics.json").exists() and not (out / "model.skops").exists()
+
+
 def test_every_rung_spreads_its_candidates_evenly_over_the_workers(noisy_problem, tmp_path):
     # A task runs next to its model: left where the previous rung trained them, the
     # survivors of a rung could all sit on one worker while the other idled. Work
