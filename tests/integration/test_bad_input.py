@@ -200,6 +200,13 @@ CASES: dict[str, Case] = {
     "zero local workers": (good, [*XGB, "--local-workers", "0"], 2, "'cluster.local_workers'"),
     "param without value": (good, [*XGB, "--param", "max_depth"], 2, "is not KEY=VALUE"),
     "param xgboost rejects": (good, [*XGB, "--param", "max_depth=-2"], 2, "XGBoost rejects"),
+    "param xgboost would not use": (
+        good,
+        [*XGB, "--param", "max_dpeth=4"],
+        2,
+        "XGBoost does not use the parameter 'max_dpeth' in xgboost.params / --param; "
+        "did you mean 'max_depth'?",
+    ),
     "unknown objective": (good, [*XGB, "--param", "objective=binary:nope"], 2, "XGBoost rejects"),
     "mistyped flag": (good, [*XGB, "--roundz", "3"], 2, "did you mean --rounds?"),
     # Once found only at the first checkpoint, as if storage were lost (exit 75).

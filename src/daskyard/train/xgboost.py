@@ -5,7 +5,12 @@ Takes a validated config and a client; never reads argv or the environment.
 
 from __future__ import annotations
 
+import difflib
+import json
+import re
 import socket
+import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
@@ -181,20 +186,67 @@ def training_params(user_params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def check_params(params: dict[str, Any], n_features: int) -> None:
-    """Fail before any cluster work on parameters XGBoost rejects (exit 2)."""
+def check_params(params: dict[str, Any], n_features: int, given: Iterable[str] = ()) -> None:
+    """Fail before any cluster work on parameters XGBoost rejects, or on those of
+    ``given`` (the user's) it would not use (exit 2).
+
+    XGBoost only warns about a parameter it does not know ("Parameters: { ... } are
+    not used") and trains without it: ``--param max_dpeth=4`` gave a depth-6 model.
+    Only the user's names are judged: daskyard's ``tree_method: hist`` default is
+    unused under ``booster: gblinear`` and that is fine.
+    """
     family = objective_family(params)
     classes = int(params.get("num_class", 2)) if family == "multi" else 2
     features = np.zeros((classes, max(n_features, 1)), dtype=np.float32)
     labels = np.arange(classes, dtype=np.float32) if family != "regression" else np.zeros(classes)
-    probe = {**params, "nthread": 1, "verbosity": 0}
-    try:
-        xgboost.train(probe, xgboost.DMatrix(features, label=labels), num_boost_round=1)
-    except xgboost.core.XGBoostError as exc:
-        first = str(exc).strip().splitlines()[0]
+    # Verbosity 1 for the "not used" warning, recorded here rather than printed.
+    probe = {**params, "nthread": 1, "verbosity": 1, "validate_parameters": True}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            booster = xgboost.train(
+                probe, xgboost.DMatrix(features, label=labels), num_boost_round=1
+            )
+        except xgboost.core.XGBoostError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ConfigError(
+                f"XGBoost rejects the parameters in xgboost.params / --param: {first}"
+            ) from None
+    unused = {
+        name
+        for warning in caught
+        for names in UNUSED_PARAMS.findall(str(warning.message))
+        for name in re.findall(r'"([^"]+)"', names)
+    }
+    refused = sorted(unused & set(given))
+    if refused:
+        known = sorted(_config_keys(json.loads(booster.save_config())))
+        close = difflib.get_close_matches(refused[0], known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = DASKYARD_SETTINGS.get(refused[0], hint)
         raise ConfigError(
-            f"XGBoost rejects the parameters in xgboost.params / --param: {first}"
-        ) from None
+            f"XGBoost does not use the parameter '{refused[0]}' in xgboost.params / --param"
+            f"{hint} (it would train without it)"
+        )
+
+
+# Names from XGBoost's other APIs for what daskyard sets itself.
+DASKYARD_SETTINGS = {
+    name: "; the number of rounds is xgboost.rounds / --rounds"
+    for name in ("n_estimators", "num_boost_round", "num_round")
+} | {"early_stopping_rounds": "; set xgboost.early_stopping_rounds in a config file"}
+
+# How XGBoost names the parameters it was given and does not know (learner.cc).
+UNUSED_PARAMS = re.compile(r"Parameters: \{(.*?)\} (?:are|is) not used")
+
+
+def _config_keys(node: Any) -> set[str]:
+    """Every key of a booster's saved configuration: the parameter names it knows."""
+    if isinstance(node, dict):
+        return set(node).union(*(_config_keys(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_config_keys(v) for v in node))
+    return set()
 
 
 def check_labels(data: LoadedData, params: dict[str, Any]) -> None:
@@ -312,7 +364,7 @@ def train_xgboost(
     timings = Timings()
     params = training_params(config.xgboost.params)
     data = load_training_data(client, config.data, config.storage_options)
-    check_params(params, len(data.columns.features))
+    check_params(params, len(data.columns.features), given=config.xgboost.params)
     check_labels(data, params)
     timings.lap("load_and_validate")
     progress.say(
