@@ -231,6 +231,15 @@ def embedded_shape(local_workers: int | None, threaded: bool) -> EmbeddedShape:
     return EmbeddedShape(local_workers or cores, 1, processes=True)
 
 
+WORKER_INTERRUPTS = "daskyard.worker_interrupts"
+
+
+def _worker_preloads() -> list[str]:
+    """The user's configured worker preloads, which an explicit ``preload`` replaces."""
+    configured = dask.config.get("distributed.worker.preload", [])
+    return [configured] if isinstance(configured, str) else list(configured)
+
+
 @contextlib.contextmanager
 def embedded_cluster(
     n_workers: int | None = None, threads: int = 1, processes: bool = True
@@ -261,6 +270,8 @@ def embedded_cluster(
             # line (exit 2, 3 or 75); distributed's 'Compute Failed' log, with its
             # traceback, printed first, is what a user would read instead.
             silence_logs=logging.CRITICAL,
+            # Threads of this process must not ignore Ctrl-C: only worker processes.
+            **({"preload": [*_worker_preloads(), WORKER_INTERRUPTS]} if processes else {}),
         ) as cluster,
     ):
         yield cluster

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import time
 
 import pytest
@@ -11,6 +14,7 @@ from distributed.system import MEMORY_LIMIT
 
 from daskyard.cluster import connect, embedded_cluster, worker_malloc_environ
 from daskyard.config import ClusterConfig
+from tests.conftest import DASKYARD, classification_frame, write_files
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +89,43 @@ def test_warm_imports_on_fresh_workers_leave_their_objects_frozen():
     for _, collecting, frozen in states.values():
         assert collecting  # the collector is back on after the imports
         assert frozen > 10_000  # what distributed and the module had created
+
+
+def test_ctrl_c_on_an_embedded_job_prints_one_line_and_leaves_no_process(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group, the embedded worker
+    processes too: each printed a KeyboardInterrupt traceback before the job's line."""
+    data = write_files(classification_frame(40_000), tmp_path / "data", files=8)
+    args = ["train", "incremental", "--estimator", "sklearn.linear_model.SGDClassifier"]
+    args += ["--train", str(data), "--target", "label", "--output", str(tmp_path / "out")]
+    proc = subprocess.Popen(
+        [DASKYARD, *args, "--epochs", "1000", "--local-workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # As a shell's background job, this test may have been started ignoring SIGINT.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        for line in proc.stdout:  # training has begun: the workers are busy
+            if line.startswith("block "):
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 130, stderr
+        assert stderr == "daskyard: interrupted\n"
+        assert _group_ends(proc.pid, within=10), "the interrupted job's workers are still running"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _group_ends(group: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
