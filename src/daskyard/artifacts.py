@@ -6,6 +6,7 @@ write either lands whole or not at all.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -110,9 +111,50 @@ def _check_local_folder(fs: LocalFileSystem, url: str, path: str, key: str) -> N
     for folder in (target, *target.parents):  # the nearest existing one decides
         if fs.exists(str(folder)):
             if fs.isdir(str(folder)):
+                _probe_local_folder(str(folder), url, key, created=folder != target)
                 return
             where = "is a file" if folder == target else f"is under the file '{folder}'"
             raise ConfigError(f"{key} '{url}' {where}, not a folder: choose a folder path")
+
+
+def _probe_local_folder(folder: str, url: str, key: str, created: bool) -> None:
+    """A read-only (or someone else's) folder failed the first checkpoint's write on a
+    worker, which read as a lost worker: three attempts, then exit 75 and Job retries."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".daskyard-write-check-")
+    except OSError as exc:
+        where = f" (it would be created in '{folder}')" if created else ""
+        raise ConfigError(
+            f"{key} '{url}' cannot be written{where}: {_reason(exc)}: choose a folder this "
+            "job may write to"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _reason(exc: OSError) -> str:
+    return os.strerror(exc.errno) if exc.errno else short(exc)
+
+
+# A write refused for good (retrying cannot help) or for want of space (freed, a
+# retried Job resumes from its last checkpoint). Anything else stays an OSError.
+_REFUSED = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def write_failure(exc: OSError, url: str) -> DaskyardError | None:
+    """What a failed local write means, as one line; None when it is not known."""
+    if exc.errno in _REFUSED:
+        return ConfigError(
+            f"cannot write '{url}': {_reason(exc)}: choose an output (and checkpoints) folder "
+            "this job may write to"
+        )
+    if exc.errno in _NO_SPACE:
+        return InfrastructureError(
+            f"cannot write '{url}': {_reason(exc)}: free space there or choose another output; "
+            "a rerun resumes from the last checkpoint"
+        )
+    return None
 
 
 def _probe_object_store(fs: Any, url: str, path: str, key: str) -> None:
@@ -131,6 +173,118 @@ def _probe_object_store(fs: Any, url: str, path: str, key: str) -> None:
         raise failure from None
 
 
+# What a resolved config holds that does not change a run's results: where it runs,
+# where its checkpoints go, how often it reports or saves, how it reads ahead, and
+# storage options (credentials rotate; their values are masked in manifests anyway).
+_NOT_RESULTS = frozenset({"output", "checkpoints", "cluster", "storage_options"})
+_NOT_RESULTS_IN_SECTION = frozenset(
+    {
+        "progress_every",
+        "checkpoint_every",
+        "prefetch",
+        "tracker_port",
+        "tracker_host",
+        "tracker_ports",
+    }
+)
+
+
+def _result_config(config: dict[str, Any]) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in _NOT_RESULTS:
+            continue
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in _NOT_RESULTS_IN_SECTION}
+            if key == "data":  # the same data, spelled another way, is the same data
+                value = {
+                    k: _same_url(v) if k in ("train", "validation") and v else v
+                    for k, v in value.items()
+                }
+        kept[key] = value
+    return kept
+
+
+def _same_url(url: str) -> str:
+    """``data/``, ``./data`` and ``file:///abs/data`` alike, as their absolute path."""
+    if url.startswith("file://"):
+        url = url.removeprefix("file://")
+    elif "://" in url:
+        return url.rstrip("/")
+    return os.path.abspath(os.path.expanduser(url))
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """The first setting both configs hold with different values. A key only one of
+    them holds is a daskyard version's new or retired setting, not a different job:
+    a retried pod on an upgraded image must still resume."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) & set(new), key=str):
+            found = _first_difference(old[key], new[key], f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    return None if old == new else (path, old, new)
+
+
+def check_output_owner(
+    output: str,
+    kind: str,
+    config: dict[str, Any],
+    storage_options: dict[str, Any] | None = None,
+) -> None:
+    """Refuse, before any work, an output folder that holds another run's results.
+
+    A run writes model, metrics.json and manifest.json under ``output``: one of another
+    kind (model.ubj beside model.skops) or config would be silently replaced, or mixed
+    with this run's files. The same job (a rerun, a retried pod) resumes there; so does
+    one that differs only in how it runs (cluster, checkpoint and progress intervals).
+    ``config`` is the run's resolved config (``daskyard.config.resolved``).
+    """
+    try:
+        fs, path = url_to_fs(output, storage_options)
+    except (ValueError, ImportError):
+        return  # an unknown protocol: check_folder_url says so, with what to do
+    try:
+        raw = fs.cat_file(join_url(path, "manifest.json"))
+    except (FileNotFoundError, NotADirectoryError):
+        return  # a fresh folder; or a file, which check_folder_url reports
+    except IsADirectoryError:
+        raw = b""
+    except Exception as exc:
+        failure = storage_failure(exc, f"output '{output}' cannot be read")
+        if failure is None:
+            raise
+        raise failure from None
+    try:
+        previous = json.loads(raw)
+    except ValueError:
+        previous = None
+    what = "use another --output, or delete the files there to replace them"
+    if not (isinstance(previous, dict) and isinstance(previous.get("config"), dict)):
+        raise ConfigError(
+            f"output '{output}' holds a manifest.json that is not a daskyard run's: {what}"
+        )
+    run = f"run {previous.get('run_id', '?')}"
+    if previous.get("kind") != kind:
+        raise ConfigError(
+            f"output '{output}' holds the results of another run ({run}, of kind "
+            f"{previous.get('kind')}; this job's kind is {kind}): {what}"
+        )
+    found = _first_difference(_result_config(previous["config"]), _result_config(config))
+    if found:
+        key, old, new = found
+        raise ConfigError(
+            f"output '{output}' holds the results of another run ({run}: its {key} is "
+            f"{_shown(old)}, this job's {_shown(new)}): {what}"
+        )
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def write_bytes_atomic(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> str:
     """Write ``data`` so readers see either the previous object or all of it.
 
@@ -138,30 +292,38 @@ def write_bytes_atomic(url: str, data: bytes, storage_options: dict[str, Any] | 
     """
     fs, path = url_to_fs(url, storage_options)
     if isinstance(fs, LocalFileSystem):
-        directory = os.path.dirname(path) or "."
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-        )
         try:
-            # mkstemp makes the file 0600; a model must be readable as the umask
-            # allows (a serving pod under another uid, on a shared volume).
-            os.fchmod(fd, 0o666 & ~_UMASK)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+            _write_local(path, data)
+        except OSError as exc:
+            failure = write_failure(exc, url)
+            if failure is None:
+                raise
+            raise failure from None
     else:
         # Object stores commit a PUT (or a multipart upload) atomically: a reader
         # sees the old object or the whole new one, never a prefix, and a writer
         # that dies before the commit leaves nothing behind.
         fs.pipe_file(path, data)
     return hashlib.sha256(data).hexdigest()
+
+
+def _write_local(path: str, data: bytes) -> None:
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        # mkstemp makes the file 0600; a model must be readable as the umask
+        # allows (a serving pod under another uid, on a shared volume).
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def write_json_atomic(url: str, payload: Any, storage_options: dict[str, Any] | None = None) -> str:

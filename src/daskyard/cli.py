@@ -10,6 +10,7 @@ import argparse
 import difflib
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -28,25 +29,78 @@ EXIT_CODES_HELP = """exit codes:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with a 'did you mean' for mistyped flags and one-line errors."""
+    """argparse with a 'did you mean' for mistyped flags and commands, and one-line errors.
+
+    The error line comes first (``daskyard: error: ...``), the usage after it; a flag a
+    command does not know is reported by that command, with a hint from its own flags.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if args is None:
+            args = sys.argv[1:]
+        args = list(args)
+        if self._subcommands() is not None:
+            self._check_leading_options(args)
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and "handler" in self._defaults:  # a command: its strays are its own
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+    def _subcommands(self) -> argparse._SubParsersAction | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action
+        return None
+
+    def _check_leading_options(self, args: list[str]) -> None:
+        """``daskyard --foo train``: argparse said 'COMMAND is required', not what is wrong."""
+        known = {o for action in self._actions for o in action.option_strings}
+        for arg in args:
+            if not arg.startswith("-") or arg == "--":
+                return  # the command: what follows is its parser's
+            if arg.split("=", 1)[0] not in known:
+                self.error(f"unrecognized arguments: {arg}")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         hint = ""
         if "unrecognized arguments:" in message:
             wrong = message.split(":", 1)[1].split()[0].split("=")[0]
-            known = sorted(_long_options(self))
-            close = difflib.get_close_matches(wrong, known, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            owner = _command_with(self, wrong) if wrong not in _long_options(self, False) else None
+            close = difflib.get_close_matches(wrong, sorted(_long_options(self, False)), n=1)
+            if owner:
+                hint = f" ({wrong} goes after the command: '{self.prog} {owner} {wrong} ...')"
+            elif close:
+                hint = f" (did you mean {close[0]}?)"
+        elif "invalid choice:" in message:
+            wrong, *choices = re.findall(r"'([^']*)'", message)
+            close = difflib.get_close_matches(wrong, choices, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+        where = self.prog.removeprefix("daskyard").strip()
+        line = f"daskyard: error: {where + ': ' if where else ''}{message}{hint}"
+        self._print_message(f"{line}; see '{self.prog} --help'\n", sys.stderr)
         self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}{hint}; see '{self.prog} --help'\n")
+        self.exit(2)
 
 
-def _long_options(parser: argparse.ArgumentParser) -> set[str]:
-    """Every --flag of a parser and its subcommands (argparse reports strays at the top)."""
+def _command_with(parser: argparse.ArgumentParser, option: str) -> str | None:
+    """The first subcommand path under ``parser`` that takes ``option``, e.g. 'train xgboost'."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if option in _long_options(sub, recurse=False):
+                    return name
+                deeper = _command_with(sub, option)
+                if deeper:
+                    return f"{name} {deeper}"
+    return None
+
+
+def _long_options(parser: argparse.ArgumentParser, recurse: bool = True) -> set[str]:
+    """Every --flag of a parser (and, with ``recurse``, of its subcommands)."""
     found = set()
     for action in parser._actions:
         found.update(o for o in action.option_strings if o.startswith("--"))
-        if isinstance(action, argparse._SubParsersAction):
+        if recurse and isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 found |= _long_options(sub)
     return found
@@ -401,8 +455,12 @@ def _render_job(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    from daskyard.cluster import check_address, scheduler_url
     from daskyard.doctor import run_doctor
 
+    address = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        check_address(scheduler_url(address))
     return run_doctor(args.scheduler, args.timeout)
 
 

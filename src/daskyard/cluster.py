@@ -147,18 +147,28 @@ async def import_modules(modules: list[str]) -> None:
     await asyncio.to_thread(import_all, modules, strict=False)
 
 
+def scheduler_url(address: str, tls: TLSConfig | None = None) -> str:
+    """The address as the client dials it: ``host:port`` alone means tcp (tls with TLS)."""
+    return address if "://" in address else f"{'tls' if tls else 'tcp'}://{address}"
+
+
 def check_address(address: str) -> None:
-    """Refuse an address no retry can reach (a typo, http://) before dialling it."""
+    """Refuse an address no retry can reach (a typo, http://, no port) before dialling it."""
     try:
         scheme, location = parse_address(address)
         get_backend(scheme)
-        _, port = parse_host_port(location, default_port=8786)
+        # No default port: Dask's client has none either ('tcp://host' was exit 1, a
+        # ValueError traceback from inside it).
+        host, port = parse_host_port(location)
     except ValueError as exc:
         problem = str(exc)
     else:
-        if 0 < port < 65536:
+        if not host or any(c.isspace() for c in host):
+            problem = f"host {host!r} is not a host name or IP address"
+        elif 0 < port < 65536:
             return
-        problem = f"port {port} is not between 1 and 65535"
+        else:
+            problem = f"port {port} is not between 1 and 65535"
     raise ConfigError(
         f"scheduler address '{address}' is not valid ({problem}): "
         "use tcp://HOST:PORT or tls://HOST:PORT in --scheduler / DASK_SCHEDULER_ADDRESS"
@@ -166,8 +176,7 @@ def check_address(address: str) -> None:
 
 
 def _connect_remote(address: str, timeout: float, tls: TLSConfig | None) -> Client:
-    if "://" not in address:
-        address = f"{'tls' if tls else 'tcp'}://{address}"
+    address = scheduler_url(address, tls)
     check_address(address)
     security = None
     if (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import TextIO
@@ -52,7 +53,7 @@ def generate_classification(
 
 
 def run_demo(directory: str, rows: int, local_workers: int | None, stream: TextIO | None = None):
-    root = Path(directory).resolve()
+    root = Path(directory).expanduser().resolve()  # as fsspec reads --output's ~
     # Checked before minutes of data generation, not after.
     check_folder_url(str(root), "--dir")
     cluster = from_flags(ClusterConfig, {"local_workers": ("--local-workers", local_workers)})
@@ -60,7 +61,15 @@ def run_demo(directory: str, rows: int, local_workers: int | None, stream: TextI
     started = time.perf_counter()
     if not data.exists():
         progress.say(stream, f"generating {rows:,} rows x {DEMO_FEATURES} features into {data}")
-        generate_classification(data, rows)
+        # Into a temporary folder, renamed when whole: a demo interrupted while writing
+        # left a data folder that every later demo trained on, short of files or rows.
+        root.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{data.name}-", dir=root))
+        try:
+            generate_classification(partial, rows)
+            partial.rename(data)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     output = root / "run"
     shutil.rmtree(output, ignore_errors=True)  # a demo starts over rather than resuming
     config = XGBoostJobConfig(

@@ -119,6 +119,11 @@ def render_job(
             f"--tls-secret {_shown(tls_secret)} is not a Secret name: use lowercase letters, "
             "digits, '-' and '.' (the Secret holding ca.crt, tls.crt and tls.key)"
         )
+    if image is not None and (not image or any(c.isspace() for c in image)):
+        raise ConfigError(
+            f"--image {_shown(image)} is not an image reference: give one like "
+            f"registry.example/daskyard/runtime:{__version__} (no spaces), or leave --image out"
+        )
     address = scheduler_address(cluster, namespace, "tls" if tls_secret else "tcp")
     # Validate as the job will (the scheduler comes from the Job's environment).
     config = build_config(
@@ -129,6 +134,7 @@ def render_job(
         env={"DASK_SCHEDULER_ADDRESS": address},
     )
     check_no_credentials(config.storage_options, config_file)
+    check_runs_in_a_pod(config, config_file, address)
     config_text = Path(config_file).read_text(encoding="utf-8")
     check_config_map_size(config_text, config_file)
     name = name or run_name(kind)
@@ -163,7 +169,11 @@ def render_job(
         container["env"] += tls_client_env()
         container["volumeMounts"].append({"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True})
         pod["spec"]["volumes"].append(tls_volume(tls_secret))
-    return yaml.dump_all([config_map, job], Dumper=_BlockDumper, sort_keys=False)
+    # allow_unicode: one non-ASCII character (a comment's "café") made the whole config
+    # a single escaped, double-quoted line.
+    return yaml.dump_all(
+        [config_map, job], Dumper=_BlockDumper, sort_keys=False, allow_unicode=True
+    )
 
 
 def check_names(*, name: str | None, namespace: str | None, cluster: str) -> None:
@@ -240,6 +250,46 @@ def _is_credential(key: str, value: Any) -> bool:
         or any(word in CREDENTIAL_WORDS for word in words)
         or any(pair in CREDENTIAL_PAIRS for pair in itertools.pairwise(words))
     )
+
+
+def check_runs_in_a_pod(config: Any, config_file: str, address: str) -> None:
+    """Refuse what works on this machine but not in the Job's pod.
+
+    The config's own cluster.scheduler wins over the Job's DASK_SCHEDULER_ADDRESS (a
+    laptop's tcp://localhost:8786: the pod retried exit 75 until its backoffLimit).
+    A local path is this machine's, not the cluster's: the workers cannot read data
+    there, and the pod's files (read-only root, /tmp an emptyDir) go with it, and with
+    them the model and the checkpoints a retried pod resumes from.
+    """
+    where = f"config file '{config_file}'"
+    if config.cluster.scheduler != address:
+        raise ConfigError(
+            f"{where}: cluster.scheduler {_shown(config.cluster.scheduler)} would replace the "
+            f"scheduler the Job dials ({address}, from --cluster and --namespace): remove it "
+            "from the config, or render for that cluster with --cluster and --namespace"
+        )
+    urls = {
+        "data.train": config.data.train,
+        "data.validation": config.data.validation,
+        "output": config.output,
+        "checkpoints": config.checkpoints,
+    }
+    for key, url in urls.items():
+        if url is not None and _is_local(url):
+            what = (
+                "the cluster's workers cannot read"
+                if key.startswith("data")
+                else "goes away with the Job's pod (and with it the model and checkpoints)"
+            )
+            raise ConfigError(
+                f"{where}: {key} {_shown(url)} is a local path, which {what}: use object "
+                "storage (s3://, gs://, abfs://, ...) for a Job on the cluster"
+            )
+
+
+def _is_local(url: str) -> bool:
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    return scheme in ("", "file", "local")
 
 
 def check_config_map_size(text: str, config_file: str) -> None:

@@ -9,9 +9,15 @@ from typing import Any, TextIO
 from distributed import Client
 
 from daskyard import progress
-from daskyard.artifacts import check_folder_url, join_url
-from daskyard.cluster import connect
-from daskyard.config import IncrementalJobConfig, JobConfig, SearchJobConfig, XGBoostJobConfig
+from daskyard.artifacts import check_folder_url, check_output_owner, join_url
+from daskyard.cluster import check_address, connect, scheduler_url
+from daskyard.config import (
+    IncrementalJobConfig,
+    JobConfig,
+    SearchJobConfig,
+    XGBoostJobConfig,
+    resolved,
+)
 from daskyard.imports import import_all
 
 
@@ -32,6 +38,7 @@ def result_table(metrics: dict[str, float], output: str, files: list[str]) -> st
 
 def _run(
     config: JobConfig,
+    kind: str,
     trainer: str,
     summary: Callable[[Any], str],
     files: list[str],
@@ -47,8 +54,12 @@ def _run(
     of one after the other (about 2 s of each on 2 cores).
     """
     embedded = config.cluster.scheduler is None
+    if not embedded:  # a malformed address is exit 2 before any work, not after it
+        check_address(scheduler_url(config.cluster.scheduler, config.cluster.tls))
     check_folder_url(config.output, "output", config.storage_options)
     check_folder_url(config.checkpoint_url, "checkpoints", config.storage_options)
+    # Another run's results there would be replaced, or mixed with this one's.
+    check_output_owner(config.output, kind, resolved(config), config.storage_options)
     with connect(config.cluster, threaded=threaded, warm=warm) as client:
         module, _, name = trainer.partition(":")
         import_all([module])
@@ -73,6 +84,7 @@ CHECKPOINT_WRITER = "skops.io"
 def run_xgboost(config: XGBoostJobConfig, stream: TextIO | None = None) -> Any:
     return _run(
         config,
+        "xgboost",
         "daskyard.train.xgboost:train_xgboost",
         lambda r: f"{r.metrics['rounds']} rounds",
         ["model.ubj", "metrics.json", "manifest.json"],
@@ -89,6 +101,7 @@ def _estimator_module(path: str) -> str:
 def run_incremental(config: IncrementalJobConfig, stream: TextIO | None = None) -> Any:
     return _run(
         config,
+        "incremental",
         "daskyard.train.incremental:train_incremental",
         lambda r: f"{r.metrics['blocks_seen']} blocks",
         ["model.skops", "metrics.json", "manifest.json"],
@@ -116,6 +129,7 @@ def _best(result: Any) -> str:
 def run_search(config: SearchJobConfig, stream: TextIO | None = None) -> Any:
     return _run(
         config,
+        "search",
         "daskyard.search:search_incremental",
         _best,
         ["model.skops", "results.json", "metrics.json", "manifest.json"],

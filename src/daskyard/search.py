@@ -379,11 +379,13 @@ class RungRunner:
             submitted = [(c, *self._submit(c, rung, budget)) for c in starts]
             for candidate, scored, saved in submitted:
                 validation, error = self._outcome(scored)
-                if error is None:
-                    _, error = self._outcome(saved)
-                if isinstance(error, ConfigError):
+                if isinstance(error, ConfigError):  # its training or scoring failed
                     self._drop(candidate, rung, error)
                     continue
+                if error is None:
+                    _, error = self._outcome(saved)
+                    if isinstance(error, ConfigError):
+                        raise error  # the checkpoint's write was refused: every one's would be
                 if error is not None:
                     retry.append(candidate)
                     lost = error
