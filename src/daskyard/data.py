@@ -164,18 +164,25 @@ def _open(url: str, storage_options: dict[str, Any]):
 
 def read_file_schema(url: str, fmt: str, storage_options: dict[str, Any]) -> dict[str, str]:
     """Column -> dtype of one file, from the Parquet footer or a CSV sample. Runs on a worker."""
+    arrow_types: dict[str, str] = {}
     try:
         with _open(url, storage_options) as handle:
             if fmt == "parquet":
                 import pyarrow.parquet as pq
 
-                empty = pq.read_schema(handle).empty_table().to_pandas()
+                schema = _decimals_as_float(pq.read_schema(handle))
+                empty = schema.empty_table().to_pandas()
+                # pandas calls a date, a list or an all-null column 'object', like text.
+                arrow_types = {field.name: str(field.type) for field in schema}
             else:
                 empty = pd.read_csv(handle, nrows=1000)
         if fmt != "parquet":
-            # pandas renames a repeated CSV name ('a', 'a.1'): the header as written.
+            # pandas renames a repeated CSV name ('a', 'a.1') and an empty one ('Unnamed:
+            # 0'), and reads a name such as 'NA' as missing: the header as written.
             with _open(url, storage_options) as handle:
-                header = pd.read_csv(handle, nrows=1, header=None, dtype=str).iloc[0]
+                header = pd.read_csv(
+                    handle, nrows=1, header=None, dtype=str, keep_default_na=False
+                ).iloc[0]
             empty.columns = [str(name) for name in header]
     except Exception as exc:
         raise DataError(
@@ -190,7 +197,32 @@ def read_file_schema(url: str, fmt: str, storage_options: dict[str, Any]) -> dic
         # says nothing of the types: pandas calls every column object, which would
         # conflict with the files that have rows.
         return dict.fromkeys(map(str, empty.columns), UNTYPED)
-    return {str(c): str(t) for c, t in empty.dtypes.items()}
+    return {str(c): _arrow_name(arrow_types.get(str(c)), str(t)) for c, t in empty.dtypes.items()}
+
+
+def _arrow_name(arrow: str | None, dtype: str) -> str:
+    """An Arrow type pandas holds as 'object' (date32[day], list<...>) is named as such."""
+    if dtype == "object" and arrow is not None and arrow not in ("string", "large_string"):
+        return arrow
+    return dtype
+
+
+def _decimals_as_float(data: Any) -> Any:
+    """A schema or table with its decimal columns as float64: pandas holds decimals as
+    Python Decimal objects, which no estimator takes (and calls them 'object')."""
+    import pyarrow as pa
+
+    schema = data if isinstance(data, pa.Schema) else data.schema
+    if not any(pa.types.is_decimal(field.type) for field in schema):
+        return data
+    floats = pa.schema(
+        [
+            field.with_type(pa.float64()) if pa.types.is_decimal(field.type) else field
+            for field in schema
+        ],
+        metadata=schema.metadata,
+    )
+    return floats if data is schema else data.cast(floats)
 
 
 def _reason(exc: BaseException) -> str:
@@ -253,7 +285,7 @@ def _read_parquet(url: str, storage_options: dict[str, Any], columns: list[str])
     else:
         with _open(url, storage_options) as handle:
             table = pq.read_table(handle, columns=columns)
-    return table.to_pandas(split_blocks=True, self_destruct=True)
+    return _decimals_as_float(table).to_pandas(split_blocks=True, self_destruct=True)
 
 
 def prepare_partition(
@@ -270,10 +302,7 @@ def prepare_partition(
             continue
         actual = str(frame[column].dtype)
         if _kind(actual) != _kind(expected) and not (len(frame) == 0):
-            raise DataError(
-                f"column '{column}' is {actual} in '{url}' but {expected} in the first file: "
-                "all files of a data set need the same columns and types"
-            )
+            raise DataError(_type_changed(frame[column], column, url, expected))
     target = frame[plan.target]
     missing = target.isna()
     if missing.any():
@@ -312,6 +341,26 @@ def prepare_partition(
         rng = np.random.default_rng([seed, index])
         out[SPLIT_COLUMN] = rng.random(len(out)) < fraction
     return out
+
+
+def _type_changed(values: pd.Series, column: str, url: str, expected: str) -> str:
+    """A column of another type than its schema: for a CSV file, typed from its first
+    rows, most often a value further down that is not a number."""
+    if _kind(expected) == "numeric":
+        present = values.notna().to_numpy()
+        numbers = pd.to_numeric(values, errors="coerce").notna().to_numpy()
+        bad = np.flatnonzero(present & ~numbers)
+        if len(bad):
+            row = int(bad[0])
+            return (
+                f"column '{column}' in '{url}' holds {values.iloc[row]!r} in data row {row + 1} "
+                f"(line {row + 2} of a CSV), not a number, where the data set's schema has "
+                f"{expected}: fix or drop those rows"
+            )
+    return (
+        f"column '{column}' is {values.dtype} in '{url}' but {expected} in the data set's "
+        "schema (its first file): all files of a data set need the same columns and types"
+    )
 
 
 def _suspect_rows(matrix: np.ndarray) -> np.ndarray:
@@ -402,11 +451,14 @@ def plan_columns(
     features: Sequence[str] | None,
     categorical: Sequence[str],
     numeric_target: bool,
+    categorical_allowed: bool = True,
 ) -> ColumnPlan:
     """Check schemas agree and columns exist and are usable; decide features.
 
     Header-only CSV files have names but no types: they must have the same
-    columns, and their types are those of the files with rows.
+    columns, and their types are those of the files with rows. With ``features``
+    given, a file needs only those columns and the target (others are not read);
+    by default every column is a feature, so every file needs the same columns.
     """
     typed = [(url, schema) for url, schema in schemas if UNTYPED not in schema.values()]
     if not typed:
@@ -415,49 +467,63 @@ def plan_columns(
             "header only; point data.train at files with rows"
         )
     first_url, first = typed[0]
+    if target not in first:
+        raise DataError(
+            f"target column '{target}' not found in '{first_url}'; columns are: "
+            f"{', '.join(list(first)[:20])}{' ...' if len(first) > 20 else ''}"
+            f"{_name_hint(target, list(first))}"
+        )
+    used = None if features is None else [*features, target]
     for url, schema in schemas:
-        if list(schema) != list(first):
-            missing = [c for c in first if c not in schema]
-            extra = [c for c in schema if c not in first]
-            detail = (
-                ", ".join(
-                    part
-                    for part in (
-                        f"missing {missing}" if missing else "",
-                        f"extra {extra}" if extra else "",
-                    )
-                    if part
-                )
-                or "same columns in a different order"
+        wanted = list(first) if used is None else [c for c in first if c in used]
+        missing = [c for c in wanted if c not in schema]
+        extra = [c for c in schema if c not in first] if used is None else []
+        if target in missing:
+            raise DataError(
+                f"target column '{target}' not found in '{url}' ('{first_url}' has it): "
+                "every file, validation files too, needs the target column"
             )
-            if missing or extra:
-                raise DataError(
-                    f"'{url}' has different columns than '{first_url}' ({detail}): "
-                    "all files of a data set need the same columns"
+        if missing or extra:
+            detail = ", ".join(
+                part
+                for part in (
+                    f"missing {missing}" if missing else "",
+                    f"extra {extra}" if extra else "",
                 )
-        for column, dtype in schema.items():
+                if part
+            )
+            raise DataError(
+                f"'{url}' has different columns than '{first_url}' ({detail}): "
+                "all files of a data set need the same columns"
+            )
+        for column in wanted:
+            dtype = schema[column]
             if dtype != UNTYPED and _kind(dtype) != _kind(first[column]):
                 raise DataError(
                     f"column '{column}' is {dtype} in '{url}' but {first[column]} in "
                     f"'{first_url}': all files of a data set need the same column types"
                 )
-    if target not in first:
-        raise DataError(
-            f"target column '{target}' not found in '{first_url}'; columns are: "
-            f"{', '.join(list(first)[:20])}{' ...' if len(first) > 20 else ''}"
-        )
     chosen = list(features) if features is not None else [c for c in first if c != target]
     unknown = [c for c in [*chosen, *categorical] if c not in first]
     if unknown:
         raise DataError(f"column '{unknown[0]}' listed in the config is not in '{first_url}'")
     if not chosen:
         raise DataError(f"'{first_url}' has no feature columns besides the target '{target}'")
+    for column in [*chosen, target]:
+        if column == "":
+            raise DataError(
+                f"column {list(first).index('') + 1} of '{first_url}' has no name (an index "
+                "pandas' to_csv wrote?): write the files with index=False, or name the "
+                "feature columns to use in data.features"
+            )
+        if column == SPLIT_COLUMN:
+            raise DataError(
+                f"column '{column}' in '{first_url}' has a name reserved by daskyard: "
+                "rename it, or leave it out of data.features"
+            )
     for column in chosen:
         if column not in categorical and _kind(first[column]) == "other":
-            raise DataError(
-                f"feature column '{column}' in '{first_url}' is {first[column]}, not numeric: "
-                "list it under data.categorical or leave it out of data.features"
-            )
+            raise DataError(_not_numeric(column, first_url, first[column], categorical_allowed))
     if numeric_target and _kind(first[target]) == "other":
         raise DataError(
             f"target column '{target}' in '{first_url}' is {first[target]}, not numeric: "
@@ -472,16 +538,56 @@ def plan_columns(
     )
 
 
+DATE_TYPES = ("datetime64", "timedelta64", "date32", "date64", "timestamp", "time32", "time64")
+
+
+def _not_numeric(column: str, url: str, dtype: str, categorical_allowed: bool) -> str:
+    where = f"feature column '{column}' in '{url}' is {dtype}"
+    if dtype == "null":
+        return f"{where}: it holds no values at all; leave it out of data.features"
+    if dtype.startswith(DATE_TYPES) or dtype.startswith("duration"):
+        return (
+            f"{where}, a date or time, not a number: derive numeric features from it "
+            "(e.g. seconds since an epoch, day of week), or leave it out of data.features"
+        )
+    if not categorical_allowed:
+        return (
+            f"{where}, not numeric: encode it as numbers, or leave it out of "
+            "data.features (incremental training takes no categorical features)"
+        )
+    return f"{where}, not numeric: list it under data.categorical or leave it out of data.features"
+
+
+def _name_hint(target: str, columns: list[str]) -> str:
+    """Why a CSV header lacks the target: another delimiter, or a near miss."""
+    if len(columns) == 1:
+        for delimiter, shown in ((";", ";"), ("\t", "\\t"), ("|", "|")):
+            if delimiter in columns[0]:
+                return (
+                    f"; the header reads as one column: the file looks separated by "
+                    f"'{shown}', and daskyard reads comma-separated CSV: convert it to commas"
+                )
+    near = [c for c in columns if c.strip().casefold() == target.strip().casefold()]
+    if near:
+        return f"; did you mean '{near[0]}'?"
+    return ""
+
+
 def _meta(source: DataSource, plan: ColumnPlan, split: tuple[int, float] | None) -> pd.DataFrame:
     return prepare_partition(
-        pd.DataFrame(
-            {c: pd.Series(dtype=plan.file_dtypes[c]) for c in [*plan.features, plan.target]}
-        ),
+        pd.DataFrame({c: _empty(plan.file_dtypes[c]) for c in [*plan.features, plan.target]}),
         source.url,
         0,
         plan,
         split,
     )
+
+
+def _empty(dtype: str) -> pd.Series:
+    try:
+        return pd.Series(dtype=dtype)
+    except TypeError:  # an Arrow type pandas holds as object (date32[day]: a category)
+        return pd.Series(dtype=object)
 
 
 def _frame_from_source(
@@ -539,11 +645,19 @@ def plan_data(
     storage_options: dict[str, Any],
     numeric_target: bool = True,
     missing_features_allowed: bool = True,
+    categorical_allowed: bool = True,
 ) -> DataPlan:
     """List the files (client) and check their schemas (workers); DataError names the file."""
     train_source = list_source(data.train, data.format, storage_options)
     schemas = _collect_schemas(client, train_source)
-    columns = plan_columns(schemas, data.target, data.features, data.categorical, numeric_target)
+    columns = plan_columns(
+        schemas,
+        data.target,
+        data.features,
+        data.categorical,
+        numeric_target,
+        categorical_allowed,
+    )
     columns = replace(columns, missing_features_allowed=missing_features_allowed)
     valid_source = None
     if data.validation:
@@ -555,6 +669,7 @@ def plan_data(
             columns.features,
             columns.categorical,
             numeric_target,
+            categorical_allowed,
         )
     split = None if valid_source else (data.seed, data.validation_fraction)
     return DataPlan(train_source, valid_source, columns, split)

@@ -265,6 +265,7 @@ def prepare_stream(
         config.storage_options,
         numeric_target=not classifier,
         missing_features_allowed=False,
+        categorical_allowed=False,
     )
     if hold_out_files and plan.validation is None:
         plan = _hold_out_files(plan, config.data.validation_fraction, config.data.seed)
