@@ -74,6 +74,17 @@ class DataConfig(StrictModel):
     def _target_is_not_a_feature(self) -> DataConfig:
         if self.features is not None and self.target in self.features:
             raise ValueError(f"target column '{self.target}' is also listed in features")
+        # A categorical column that is no feature was silently ignored.
+        if self.target in self.categorical:
+            raise ValueError(
+                f"target column '{self.target}' is listed in categorical, which is for features"
+            )
+        outside = [c for c in self.categorical if self.features and c not in self.features]
+        if outside:
+            raise ValueError(
+                f"categorical column '{outside[0]}' is not in features: add it to features, "
+                "or remove it from categorical"
+            )
         return self
 
 

@@ -26,7 +26,11 @@ def describe_cluster(client: Client, embedded: bool) -> str:
     workers = info["workers"].values()
     threads = sum(w["nthreads"] for w in workers)
     where = "embedded local cluster" if embedded else client.scheduler.address
-    return f"cluster: {where}, {len(workers)} workers, {threads} threads"
+    return f"cluster: {where}, {_count(len(workers), 'worker')}, {_count(threads, 'thread')}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def result_table(metrics: dict[str, float], output: str, files: list[str]) -> str:

@@ -1,10 +1,13 @@
-"""YAML read the way users write it: ``1e-4`` is a number, a key given twice is an error.
+"""YAML read the way users write it: ``1e-4`` is a number, ``no`` is text, a key given
+twice is an error.
 
 PyYAML follows YAML 1.1, where a float needs a dot (``1e-4`` stays the text
-'1e-4', so ``alpha: 1e-4`` reached scikit-learn as a string), and where a
-repeated key silently keeps the last value. YAML 1.2, JSON and every other
-loader users meet read ``1e-4`` as a float; a repeated key is almost always a
-mistake (two edits of one file), so it is refused with its line.
+'1e-4', so ``alpha: 1e-4`` reached scikit-learn as a string), where yes/no/on/off
+are booleans (``classes: [no, yes]``, the labels of many a data set, became
+[False, True] and every row was refused), and where a repeated key silently keeps
+the last value. YAML 1.2, JSON and every other loader users meet read ``1e-4`` as
+a float and ``no`` as text; a repeated key is almost always a mistake (two edits
+of one file), so it is refused with its line.
 """
 
 from __future__ import annotations
@@ -46,12 +49,17 @@ class Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# Replace 1.1's float resolver: a plain integer keeps resolving as int first.
+# YAML 1.2's core-schema booleans: true and false only.
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+
+# Replace 1.1's float and bool resolvers: a plain integer keeps resolving as int first.
+_REPLACED = ("tag:yaml.org,2002:float", "tag:yaml.org,2002:bool")
 Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF"))
 
 
 def load(text: str) -> Any:

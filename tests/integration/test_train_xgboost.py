@@ -338,9 +338,9 @@ def test_max_bin_param_sets_the_histogram_bins(tmp_path):
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (["--local-workers", "1"], "1 workers, 1 threads"),
+        (["--local-workers", "1"], "1 worker, 1 thread"),
         # By default XGBoost gets one worker with every core: no collective between processes.
-        ([], f"1 workers, {os.cpu_count()} threads"),
+        ([], f"1 worker, {os.cpu_count()} threads"),
     ],
 )
 def test_embedded_cluster_is_used_without_a_scheduler(small_dataset, tmp_path, flags, expected):

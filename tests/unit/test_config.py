@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from daskyard.config import XGBOOST_FLAT_KEYS, XGBoostJobConfig, build_config, parse_param
@@ -145,6 +147,10 @@ def test_missing_config_file_names_the_path(tmp_path):
         ("tol=-2.5E+3", ("tol", -2500.0)),
         ("n=1_000", ("n", 1000)),
         ("version=1.2.3", ("version", "1.2.3")),
+        # YAML 1.1 reads yes/no/on/off as booleans; YAML 1.2 and JSON read them as text.
+        ("label=yes", ("label", "yes")),
+        ("mode=off", ("mode", "off")),
+        ("flag=False", ("flag", False)),
     ],
 )
 def test_param_values_are_typed(text, expected):
@@ -189,6 +195,23 @@ def test_floats_in_a_config_file_need_no_dot(tmp_path):
     assert isinstance(config.xgboost.params["alpha"], int)
 
 
+def test_yes_and_no_in_a_config_file_are_labels_not_booleans(tmp_path):
+    """The classic bank-marketing labels: classes [no, yes] became [False, True], and
+    every row of the data was then refused as a label the classes leave out."""
+    from daskyard.config import INCREMENTAL_FLAT_KEYS, IncrementalJobConfig
+
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "train: t/\ntarget: y\noutput: o/\nincremental:\n"
+        "  estimator: sklearn.linear_model.SGDClassifier\n  classes: [no, yes]\n  scale: true\n"
+    )
+    config = build_config(
+        IncrementalJobConfig, config_file=str(path), overrides={}, flat_keys=INCREMENTAL_FLAT_KEYS
+    )
+    assert config.incremental.classes == ["no", "yes"]
+    assert config.incremental.scale is True
+
+
 def test_a_missing_estimator_names_the_flag(tmp_path):
     from daskyard.config import INCREMENTAL_FLAT_KEYS, IncrementalJobConfig
 
@@ -211,3 +234,26 @@ def test_a_model_from_flags_names_the_flag_of_a_bad_value():
     assert (built.local_workers, built.connect_timeout) == (3, 5.0)
     with pytest.raises(ConfigError, match=r"'connect_timeout' in flag --timeout \(got -1\)"):
         from_flags(ClusterConfig, {"connect_timeout": ("--timeout", -1)})
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("  categorical: [label]\n", "target column 'label' is listed in categorical"),
+        (
+            "  features: [a, b]\n  categorical: [c]\n",
+            "categorical column 'c' is not in features: add it to features",
+        ),
+    ],
+)
+def test_a_categorical_column_that_is_no_feature_is_refused(tmp_path, data, message):
+    """It was silently ignored: the column trained as a number, or not at all."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build(tmp_path, NESTED.replace("  target: label\n", f"  target: label\n{data}"))
+
+
+def test_categorical_columns_among_the_features_pass(tmp_path):
+    text = NESTED.replace("  target: label\n", "  target: label\n  categorical: [c]\n")
+    assert build(tmp_path, text).data.categorical == ["c"]
+    listed = text.replace("  categorical:", "  features: [a, c]\n  categorical:")
+    assert build(tmp_path, listed).data.features == ["a", "c"]

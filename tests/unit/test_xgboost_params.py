@@ -51,3 +51,8 @@ def test_parameters_xgboost_uses_pass(user):
 def test_a_value_xgboost_rejects_is_still_refused():
     with pytest.raises(ConfigError, match=r"^XGBoost rejects the parameters"):
         check({"max_depth": -2})
+
+
+def test_a_multi_class_objective_without_num_class_says_what_to_set():
+    with pytest.raises(ConfigError, match=r"needs num_class \(--param num_class=N\)$"):
+        check({"objective": "multi:softmax"})

@@ -209,6 +209,8 @@ def check_params(params: dict[str, Any], n_features: int, given: Iterable[str] =
             )
         except xgboost.core.XGBoostError as exc:
             first = str(exc).strip().splitlines()[0]
+            if family == "multi" and "num_class" not in params:
+                first += "; a multi: objective needs num_class (--param num_class=N)"
             raise ConfigError(
                 f"XGBoost rejects the parameters in xgboost.params / --param: {first}"
             ) from None
