@@ -271,6 +271,21 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
+def assert_trains_or_refuses(result: CliResult, out: Path, code: int, message: str) -> None:
+    """A run either trained a sound model (``code`` 0) or gave its one line, exit
+    ``code``, no traceback, and wrote nothing."""
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    if code == 0:
+        scores = json.loads((out / "metrics.json").read_text())["validation"]
+        assert scores.get("auc", scores.get("roc_auc")) > 0.7
+        return
+    assert result.stderr.startswith("daskyard: error:"), result.stderr
+    assert message in result.first_error_line, result.stderr
+    assert not (out / "manifest.json").exists()
+    assert not list(out.glob("model.*"))
+
+
 def kill_after_checkpoint(
     command: Sequence[str], checkpoints: Path, step_file: str, timeout: float = 120
 ) -> int:
