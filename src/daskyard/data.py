@@ -176,14 +176,14 @@ def read_file_schema(url: str, fmt: str, storage_options: dict[str, Any]) -> dic
                 arrow_types = {field.name: str(field.type) for field in schema}
             else:
                 empty = pd.read_csv(handle, nrows=1000)
-        if fmt != "parquet":
-            # pandas renames a repeated CSV name ('a', 'a.1') and an empty one ('Unnamed:
-            # 0'), and reads a name such as 'NA' as missing: the header as written.
-            with _open(url, storage_options) as handle:
+                # pandas renames a repeated CSV name ('a', 'a.1') and an empty one
+                # ('Unnamed: 0'), and reads a name such as 'NA' as missing: the header
+                # as written, read again from the same handle (no second open or GET).
+                handle.seek(0)
                 header = pd.read_csv(
                     handle, nrows=1, header=None, dtype=str, keep_default_na=False
                 ).iloc[0]
-            empty.columns = [str(name) for name in header]
+                empty.columns = [str(name) for name in header]
     except Exception as exc:
         raise DataError(
             f"cannot read '{url}' as {fmt}: {_reason(exc)}; the file is truncated, corrupt "

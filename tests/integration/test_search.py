@@ -34,6 +34,22 @@ def noisy_problem(tmp_path_factory):
     return root
 
 
+def search_args(problem, *extra: str) -> list[str]:
+    return [
+        "search",
+        "incremental",
+        "--estimator",
+        "sklearn.linear_model.SGDClassifier",
+        "--train",
+        str(problem / "train"),
+        "--validation",
+        str(problem / "valid"),
+        "--target",
+        "label",
+        *extra,
+    ]
+
+
 def test_search_beats_the_default_parameters(dask_cluster, noisy_problem, tmp_path):
     data = [
         "--train",
@@ -57,22 +73,10 @@ def test_search_beats_the_default_parameters(dask_cluster, noisy_problem, tmp_pa
         *data,
     )
     assert default.returncode == 0, default.stderr
+    space = ["--space", "alpha=loguniform:1e-6:1", "--space", "penalty=choice:l2,l1"]
     search = run_cli(
-        "search",
-        "incremental",
-        "--estimator",
-        "sklearn.linear_model.SGDClassifier",
-        "--param",
-        "random_state=0",
-        "--space",
-        "alpha=loguniform:1e-6:1",
-        "--space",
-        "penalty=choice:l2,l1",
-        "--candidates",
-        "16",
-        "--output",
-        str(tmp_path / "search"),
-        *data,
+        *search_args(noisy_problem, "--param", "random_state=0", *space, "--candidates", "16"),
+        *("--output", str(tmp_path / "search"), "--scheduler", dask_cluster.address),
     )
     assert search.returncode == 0, search.stderr
     baseline = json.loads((tmp_path / "default" / "metrics.json").read_text())["validation"]
@@ -127,22 +131,6 @@ def test_bad_search_input_exits_2(extra, message, dask_cluster, noisy_problem, t
     assert result.returncode == 2, result.stderr
     assert message in result.first_error_line
     assert "Traceback" not in result.stderr
-
-
-def search_args(problem, *extra: str) -> list[str]:
-    return [
-        "search",
-        "incremental",
-        "--estimator",
-        "sklearn.linear_model.SGDClassifier",
-        "--train",
-        str(problem / "train"),
-        "--validation",
-        str(problem / "valid"),
-        "--target",
-        "label",
-        *extra,
-    ]
 
 
 def test_a_candidate_that_fails_is_dropped_and_the_search_goes_on(
@@ -245,24 +233,10 @@ def test_every_rung_spreads_its_candidates_evenly_over_the_workers(noisy_problem
 def test_a_killed_search_resumes_and_ends_as_an_uninterrupted_one(noisy_problem, tmp_path):
     """A retried Job pod: the rerun takes each candidate's models and scores from its
     checkpoints and trains only what is left (it retrained every rung from scratch)."""
-    args = [
-        "search",
-        "incremental",
-        "--estimator",
-        "sklearn.linear_model.SGDClassifier",
-        "--space",
-        "alpha=loguniform:1e-6:1",
-        "--candidates",
-        "8",
-        "--train",
-        str(noisy_problem / "train"),
-        "--validation",
-        str(noisy_problem / "valid"),
-        "--target",
-        "label",
-        "--local-workers",
-        "2",
-    ]
+    args = search_args(
+        noisy_problem,
+        *("--space", "alpha=loguniform:1e-6:1", "--candidates", "8", "--local-workers", "2"),
+    )
     whole = run_cli(*args, "--output", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
     assert "resuming" not in whole.stdout

@@ -222,14 +222,19 @@ def check_params(params: dict[str, Any], n_features: int, given: Iterable[str] =
     }
     refused = sorted(unused & set(given))
     if refused:
-        known = sorted(_config_keys(json.loads(booster.save_config())))
-        close = difflib.get_close_matches(refused[0], known, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        hint = DASKYARD_SETTINGS.get(refused[0], hint)
+        name = refused[0]
+        hint = DASKYARD_SETTINGS.get(name) or _closest_known(name, booster)
         raise ConfigError(
-            f"XGBoost does not use the parameter '{refused[0]}' in xgboost.params / --param"
+            f"XGBoost does not use the parameter '{name}' in xgboost.params / --param"
             f"{hint} (it would train without it)"
         )
+
+
+def _closest_known(name: str, booster: xgboost.Booster) -> str:
+    """A did-you-mean from the parameter names the booster's saved configuration holds."""
+    known = sorted(_config_keys(json.loads(booster.save_config())))
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 # Names from XGBoost's other APIs for what daskyard sets itself.
