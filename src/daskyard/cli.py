@@ -18,6 +18,7 @@ from typing import Any
 
 from daskyard import __version__
 from daskyard.errors import ConfigError, DaskyardError
+from daskyard.interrupts import never_swallowed
 
 EXIT_CODES_HELP = """exit codes:
   0   success
@@ -488,7 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("distributed").setLevel(logging.WARNING)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        with never_swallowed():
+            return handler(args)
     except DaskyardError as exc:
         print(f"daskyard: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
