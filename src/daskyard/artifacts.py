@@ -232,23 +232,24 @@ def check_output_owner(
     kind: str,
     config: dict[str, Any],
     storage_options: dict[str, Any] | None = None,
-) -> None:
+) -> dict[str, Any] | None:
     """Refuse, before any work, an output folder that holds another run's results.
 
     A run writes model, metrics.json and manifest.json under ``output``: one of another
     kind (model.ubj beside model.skops) or config would be silently replaced, or mixed
-    with this run's files. The same job (a rerun, a retried pod) resumes there; so does
+    with this run's files. The same job (a rerun, a retried pod) runs there; so does
     one that differs only in how it runs (cluster, checkpoint and progress intervals).
     ``config`` is the run's resolved config (``daskyard.config.resolved``).
+    Returns the manifest of this job's earlier run there, if any.
     """
     try:
         fs, path = url_to_fs(output, storage_options)
     except (ValueError, ImportError):
-        return  # an unknown protocol: check_folder_url says so, with what to do
+        return None  # an unknown protocol: check_folder_url says so, with what to do
     try:
         raw = fs.cat_file(join_url(path, "manifest.json"))
     except (FileNotFoundError, NotADirectoryError):
-        return  # a fresh folder; or a file, which check_folder_url reports
+        return None  # a fresh folder; or a file, which check_folder_url reports
     except IsADirectoryError:
         raw = b""
     except Exception as exc:
@@ -278,6 +279,7 @@ def check_output_owner(
             f"output '{output}' holds the results of another run ({run}: its {key} is "
             f"{_shown(old)}, this job's {_shown(new)}): {what}"
         )
+    return previous
 
 
 def _shown(value: Any) -> str:
@@ -327,10 +329,15 @@ def _write_local(path: str, data: bytes) -> None:
 
 
 def write_json_atomic(url: str, payload: Any, storage_options: dict[str, Any] | None = None) -> str:
+    return write_bytes_atomic(url, json_bytes(payload), storage_options)
+
+
+def json_bytes(payload: Any) -> bytes:
+    """A JSON output file's bytes: sorted, indented, NaN as null."""
     # NaN is not JSON (Python writes it, JavaScript and Go parsers refuse it): a metric
     # with no value, such as AUC on a validation set of one class, is written as null.
     text = json.dumps(_finite(payload), indent=2, sort_keys=True, default=str, allow_nan=False)
-    return write_bytes_atomic(url, (text + "\n").encode("utf-8"), storage_options)
+    return (text + "\n").encode("utf-8")
 
 
 def _finite(value: Any) -> Any:

@@ -638,6 +638,13 @@ class DataPlan:
     def fingerprint(self) -> str:
         return hashlib.sha256("".join(s.fingerprint for s in self.sources).encode()).hexdigest()
 
+    def described(self) -> list[dict[str, Any]]:
+        """The sources as manifests record them (a rerun compares their fingerprints)."""
+        return [
+            {"url": s.url, "files": len(s.files), "format": s.format, "fingerprint": s.fingerprint}
+            for s in self.sources
+        ]
+
 
 def plan_data(
     client: Client,

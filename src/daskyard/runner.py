@@ -18,6 +18,7 @@ from daskyard.config import (
     XGBoostJobConfig,
     resolved,
 )
+from daskyard.finished import finished_run
 from daskyard.imports import import_all
 
 
@@ -34,7 +35,11 @@ def _count(n: int, noun: str) -> str:
 
 
 def result_table(metrics: dict[str, float], output: str, files: list[str]) -> str:
-    rows = [(f"validation {name}", f"{value:.4f}") for name, value in metrics.items()]
+    # A metric with no value (AUC of a one-class validation set) is null in metrics.json.
+    rows = [
+        (f"validation {name}", "nan" if value is None else f"{value:.4f}")
+        for name, value in metrics.items()
+    ]
     rows += [(name, join_url(output, name)) for name in files]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"  {name.ljust(width)}  {value}" for name, value in rows)
@@ -51,7 +56,8 @@ def _run(
     threaded: bool = False,
     **train_options: Any,
 ) -> Any:
-    """Connect (or embed), train, then print the timing, ``summary`` and the results.
+    """Connect (or embed), train, then print the timing, ``summary`` and the results;
+    or, when the output holds this job's finished run, print that and return it.
 
     ``trainer`` is imported only once the cluster is up: fresh embedded worker
     processes import ``warm`` (what the job's first tasks need) meanwhile, instead
@@ -63,7 +69,17 @@ def _run(
     check_folder_url(config.output, "output", config.storage_options)
     check_folder_url(config.checkpoint_url, "checkpoints", config.storage_options)
     # Another run's results there would be replaced, or mixed with this one's.
-    check_output_owner(config.output, kind, resolved(config), config.storage_options)
+    previous = check_output_owner(config.output, kind, resolved(config), config.storage_options)
+    finished = finished_run(config, previous) if previous else None
+    if finished is not None:
+        progress.say(
+            stream,
+            f"run {previous.get('run_id', '?')} finished already, with this config and data: "
+            f"{summary(finished)}; nothing trained (to train it again, delete "
+            f"{join_url(config.output, 'manifest.json')})",
+        )
+        progress.say(stream, result_table(finished.metrics["validation"], config.output, files))
+        return finished
     with connect(config.cluster, threaded=threaded, warm=warm) as client:
         module, _, name = trainer.partition(":")
         import_all([module])

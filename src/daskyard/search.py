@@ -27,10 +27,10 @@ from daskyard import progress
 from daskyard.artifacts import (
     Timings,
     join_url,
+    json_bytes,
     package_versions,
     stable_hash,
     url_to_fs,
-    write_json_atomic,
     write_run_outputs,
 )
 from daskyard.checkpoints import CheckpointStore
@@ -243,6 +243,7 @@ def search_incremental(
         "versions": package_versions(),
         "data": {
             "fingerprint": plan.fingerprint,
+            "sources": plan.described(),
             "train_files": len(plan.train.files),
             "validation_files": len(plan.validation.files),
             "rows": prepared.rows,
@@ -260,12 +261,12 @@ def search_incremental(
         },
         "timings": timings.as_dict(),
     }
-    write_json_atomic(
-        join_url(config.output, "results.json"), {"candidates": results}, config.storage_options
-    )
     write_run_outputs(
         config.output,
-        {"model.skops": serialized_on_a_worker(client, pipeline)},
+        {
+            "model.skops": serialized_on_a_worker(client, pipeline),
+            "results.json": json_bytes({"candidates": results}),
+        },
         metrics,
         manifest,
         config.storage_options,

@@ -69,6 +69,12 @@ def test_s3_data_in_artifacts_and_checkpoints_out(dask_cluster, s3_server, tmp_p
     steps = fs.glob(f"{run}/checkpoints/*/step-*.ubj")
     assert [s.rsplit("/", 1)[1] for s in steps] == ["step-000010.ubj", "step-000020.ubj"]
 
+    # A retried pod finds the run finished, from the data's listing and the outputs on
+    # S3: it never dials its scheduler (none listens there), so nothing is trained.
+    again = run_cli("train", "xgboost", "--config", str(config), "--scheduler", "tcp://127.0.0.1:9")
+    assert again.returncode == 0, again.stderr
+    assert f"run {manifest['run_id']} finished already" in again.stdout
+
 
 def test_doctor_reports_versions_workers_and_autoscaler_api(dask_cluster):
     result = run_cli("doctor", "--scheduler", dask_cluster.address)

@@ -127,8 +127,10 @@ def test_artifacts_manifest_and_progress_lines(dask_cluster, small_dataset, tmp_
     assert manifest["training"]["tracker"].startswith("127.0.0.1:")
     assert set(manifest["timings"]["seconds"]) >= {"load_and_validate", "train"}
     # The seeded split is the same every time: a second run gets the same run id.
+    (out / "manifest.json").unlink()  # else it finds the run finished (test_finished_runs)
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
+    assert "from checkpoint at round 10" in again.stdout
     assert json.loads((out / "manifest.json").read_text())["run_id"] == manifest["run_id"]
 
 
@@ -287,8 +289,13 @@ def early_stopped_run(small_dataset, tmp_path_factory) -> FinishedRun:
 
 
 def test_rerun_of_an_early_stopped_run_changes_nothing(early_stopped_run):
-    """A retried Job pod of a run that stopped early finds it over: no training resumes."""
+    """A retried Job pod of a run that stopped early finds it over: no training resumes,
+    even when the pod was lost after the stop and before its results were written."""
     run = early_stopped_run
+    finished = run_cli("train", "xgboost", "--config", str(run.config))
+    assert finished.returncode == 0, finished.stderr
+    assert "finished already" in finished.stdout
+    (run.output / "manifest.json").unlink()
     result = run_cli("train", "xgboost", "--config", str(run.config))
     assert result.returncode == 0, result.stderr
     assert f"stopped early at round {run.metrics['rounds']}: nothing to resume" in result.stdout

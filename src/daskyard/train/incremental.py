@@ -387,15 +387,7 @@ def train_incremental(
         "versions": package_versions(),
         "data": {
             "fingerprint": plan.fingerprint,
-            "sources": [
-                {
-                    "url": s.url,
-                    "files": len(s.files),
-                    "format": s.format,
-                    "fingerprint": s.fingerprint,
-                }
-                for s in plan.sources
-            ],
+            "sources": plan.described(),
             "rows": rows,
             "features": list(spec.features),
             "target": spec.target,

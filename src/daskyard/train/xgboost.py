@@ -499,15 +499,7 @@ def train_xgboost(
         "versions": package_versions(),
         "data": {
             "fingerprint": data.plan.fingerprint,
-            "sources": [
-                {
-                    "url": s.url,
-                    "files": len(s.files),
-                    "format": s.format,
-                    "fingerprint": s.fingerprint,
-                }
-                for s in data.plan.sources
-            ],
+            "sources": data.plan.described(),
             "rows": data.rows,
             "features": features,
             "target": target,
