@@ -6,6 +6,7 @@ write either lands whole or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -15,6 +16,7 @@ import platform
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import PurePosixPath
@@ -82,6 +84,21 @@ def storage_failure(exc: BaseException, where: str) -> DaskyardError | None:
             "storage_options, or the identity of the job's pod"
         )
     return None
+
+
+@contextlib.contextmanager
+def storage_errors(where: str) -> Iterator[None]:
+    """A store out of reach, or credentials refused, inside: its one line (``where``
+    first); any other failure goes on as it is, for the caller to classify."""
+    try:
+        yield
+    except DaskyardError:
+        raise
+    except Exception as exc:
+        failure = storage_failure(exc, where)
+        if failure is None:
+            raise
+        raise failure from None
 
 
 def check_folder_url(url: str, key: str, storage_options: dict[str, Any] | None = None) -> None:
@@ -160,17 +177,13 @@ def write_failure(exc: OSError, url: str) -> DaskyardError | None:
 def _probe_object_store(fs: Any, url: str, path: str, key: str) -> None:
     probe = join_url(path, f".daskyard-write-check-{uuid.uuid4().hex}")
     try:
-        fs.pipe_file(probe, b"")
-        fs.rm_file(probe)
+        with storage_errors(f"{key} '{url}' cannot be written"):
+            fs.pipe_file(probe, b"")
+            fs.rm_file(probe)
     except FileNotFoundError as exc:
         raise ConfigError(
             f"{key} '{url}' cannot be written ({short(exc)}): create the bucket or fix the URL"
         ) from None
-    except Exception as exc:
-        failure = storage_failure(exc, f"{key} '{url}' cannot be written")
-        if failure is None:
-            raise
-        raise failure from None
 
 
 # What a resolved config holds that does not change a run's results: where it runs,
@@ -247,16 +260,12 @@ def check_output_owner(
     except (ValueError, ImportError):
         return None  # an unknown protocol: check_folder_url says so, with what to do
     try:
-        raw = fs.cat_file(join_url(path, "manifest.json"))
+        with storage_errors(f"output '{output}' cannot be read"):
+            raw = fs.cat_file(join_url(path, "manifest.json"))
     except (FileNotFoundError, NotADirectoryError):
         return None  # a fresh folder; or a file, which check_folder_url reports
     except IsADirectoryError:
         raw = b""
-    except Exception as exc:
-        failure = storage_failure(exc, f"output '{output}' cannot be read")
-        if failure is None:
-            raise
-        raise failure from None
     try:
         previous = json.loads(raw)
     except ValueError:

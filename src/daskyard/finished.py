@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from daskyard.artifacts import join_url, storage_failure, url_to_fs
+from daskyard.artifacts import join_url, storage_errors, url_to_fs
 from daskyard.config import JobConfig
 
 
@@ -48,14 +48,10 @@ def finished_run(config: JobConfig, previous: dict[str, Any]) -> FinishedRun | N
     metrics = b""
     for name, entry in files.items():
         try:
-            raw = fs.cat_file(join_url(path, name))
+            with storage_errors(f"output '{config.output}' cannot be read"):
+                raw = fs.cat_file(join_url(path, name))
         except FileNotFoundError:
             return None
-        except Exception as exc:
-            failure = storage_failure(exc, f"output '{config.output}' cannot be read")
-            if failure is None:
-                raise
-            raise failure from None
         if not isinstance(entry, dict) or hashlib.sha256(raw).hexdigest() != entry.get("sha256"):
             return None
         if name == "metrics.json":
