@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -139,6 +140,19 @@ class XGBoostConfig(StrictModel):
             raise ValueError(f"tree_method '{method}' is not supported; daskyard trains with hist")
         return self
 
+    @field_validator("params")
+    @classmethod
+    def _device_without_ordinal(cls, params: dict[str, Any]) -> dict[str, Any]:
+        # xgboost.dask refuses an ordinal (a ValueError, exit 1, once training began).
+        device = str(params.get("device", "cpu"))
+        kind, _, ordinal = device.partition(":")
+        if ordinal and kind.lower() in ("cuda", "gpu"):
+            raise ValueError(
+                f"device '{device}' names a GPU: on Dask each worker trains on the GPU it "
+                f"is given (one per worker); use device={kind}"
+            )
+        return params
+
 
 class JobConfig(StrictModel):
     """What every training job has: data, where results go, where it runs."""
@@ -156,6 +170,23 @@ class JobConfig(StrictModel):
 
 class XGBoostJobConfig(JobConfig):
     xgboost: XGBoostConfig = Field(default_factory=XGBoostConfig)
+
+    @model_validator(mode="after")
+    def _one_embedded_worker_per_gpu(self) -> XGBoostJobConfig:
+        # Embedded XGBoost workers are threads of this process, on its one GPU, and
+        # XGBoost refuses two workers on one GPU ("Multiple processes within
+        # communication group running on same CUDA device"): exit 1, after loading data.
+        device = str(self.xgboost.params.get("device", "cpu")).lower()
+        workers = self.cluster.local_workers
+        embedded = self.cluster.scheduler is None
+        if device.startswith(("cuda", "gpu")) and embedded and (workers or 1) > 1:
+            raise ValueError(
+                f"device {device} with {workers} local workers: the embedded workers "
+                "share one GPU, and XGBoost trains with one worker per GPU; leave "
+                "--local-workers unset (one worker), or train on a cluster with a GPU "
+                "per worker (the chart's GPU worker group)"
+            )
+        return self
 
 
 class IncrementalConfig(StrictModel):
@@ -431,7 +462,7 @@ def describe_validation_error(
     errors.sort(key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     path = tuple(str(p) for p in first["loc"])
-    key = ".".join(path) if path else "(top level)"
+    key = ".".join(path)
     flag = flag_for_path.get(path)
     from_flag = overrides.get(path) is not None
     if from_flag and flag:
@@ -457,7 +488,10 @@ def describe_validation_error(
         value = first.get("input")
         shown = f" (got {value!r})" if not isinstance(value, dict) else ""
         problem = first["msg"].removeprefix("Value error, ")  # pydantic's wrapper of ours
-        line = f"invalid value for '{key}' in {source}{shown}: {problem}"
+        if path:
+            line = f"invalid value for '{key}' in {source}{shown}: {problem}"
+        else:  # a check across sections, such as the XGBoost device and the local workers
+            line = f"invalid configuration in {source}: {problem}"
     if len(errors) > 1:
         line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return line

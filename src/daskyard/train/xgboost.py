@@ -538,9 +538,21 @@ COLLECTIVE_FAILURE_MARKERS = (
 )
 
 
+# Seen on an H200 with device=cuda and 2 workers: "Check failed: n_uniques ==
+# root.World() (1 vs. 2) : Multiple processes within communication group running on
+# same CUDA device is not supported. GPU-<uuid>".
+SHARED_GPU_MARKER = "running on same cuda device"
+
+
 def _classify_xgboost_error(exc: Exception) -> Exception:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     lowered, whole = text.lower(), str(exc).lower()
+    if SHARED_GPU_MARKER in whole:  # a retry on the same workers fails the same way
+        return ConfigError(
+            "XGBoost refuses two workers on one GPU (it trains with one worker per GPU): "
+            "give each GPU worker its own GPU (the chart's GPU worker group asks for "
+            "nvidia.com/gpu: 1 per worker), or train on CPU"
+        )
     if any(marker in whole for marker in COLLECTIVE_FAILURE_MARKERS):
         return InfrastructureError(
             f"XGBoost's collective communication failed: {text}; check that workers reach the "
