@@ -2,7 +2,8 @@
 
 Measured on an NVIDIA H200 (device tool): device=cuda on one embedded worker trained
 (AUC within 0.0001 of the CPU's); on two, XGBoost failed with the error below, and
-daskyard exited 1 with a traceback. An ordinal (device=cuda:0) is refused by
+daskyard exited 1 with a traceback (with these checks, the same machine gave each
+refusal as its one line, exit 2). An ordinal (device=cuda:0) is refused by
 xgboost.dask itself once training begins, on any machine: exit 1 too.
 """
 
