@@ -168,6 +168,11 @@ class JobConfig(StrictModel):
         return self.checkpoints or self.output.rstrip("/") + "/checkpoints"
 
 
+def on_gpu(params: Mapping[str, Any]) -> bool:
+    """Whether XGBoost params train on GPUs (``device`` cuda or gpu)."""
+    return str(params.get("device", "cpu")).lower().startswith(("cuda", "gpu"))
+
+
 class XGBoostJobConfig(JobConfig):
     xgboost: XGBoostConfig = Field(default_factory=XGBoostConfig)
 
@@ -176,10 +181,10 @@ class XGBoostJobConfig(JobConfig):
         # Embedded XGBoost workers are threads of this process, on its one GPU, and
         # XGBoost refuses two workers on one GPU ("Multiple processes within
         # communication group running on same CUDA device"): exit 1, after loading data.
-        device = str(self.xgboost.params.get("device", "cpu")).lower()
         workers = self.cluster.local_workers
         embedded = self.cluster.scheduler is None
-        if device.startswith(("cuda", "gpu")) and embedded and (workers or 1) > 1:
+        if on_gpu(self.xgboost.params) and embedded and (workers or 1) > 1:
+            device = self.xgboost.params["device"]
             raise ValueError(
                 f"device {device} with {workers} local workers: the embedded workers "
                 "share one GPU, and XGBoost trains with one worker per GPU; leave "

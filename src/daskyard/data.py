@@ -687,13 +687,15 @@ def load_training_data(
     data: DataConfig,
     storage_options: dict[str, Any],
     numeric_target: bool = True,
+    resource: str | None = None,
 ) -> LoadedData:
-    """Plan, then read, validate and persist all rows on the workers."""
+    """Plan, then read, validate and persist all rows on the workers: with ``resource``,
+    on those that declare it, if any do (XGBoost trains where the rows are)."""
     plan = plan_data(client, data, storage_options, numeric_target)
     columns = plan.columns
     if plan.validation is not None:
-        train = _persist_spread(client, plan.train, columns, None)
-        validation = _persist_spread(client, plan.validation, columns, None)
+        train = _persist_spread(client, plan.train, columns, None, resource)
+        validation = _persist_spread(client, plan.validation, columns, None, resource)
         train_stats = _stats(train, columns)
         valid_stats = _stats(validation, columns)
         rows = {
@@ -702,7 +704,7 @@ def load_training_data(
         }
         stats = pd.concat([train_stats, valid_stats])
     else:
-        frame = _persist_spread(client, plan.train, columns, plan.split)
+        frame = _persist_spread(client, plan.train, columns, plan.split, resource)
         stats = _stats(frame, columns)
         total = int(stats["rows"].sum())
         held_out = int(stats["validation_rows"].sum())
@@ -729,11 +731,15 @@ def load_training_data(
 
 
 def _persist_spread(
-    client: Client, source: DataSource, plan: ColumnPlan, split: tuple[int, float] | None
+    client: Client,
+    source: DataSource,
+    plan: ColumnPlan,
+    split: tuple[int, float] | None,
+    resource: str | None,
 ) -> dd.DataFrame:
     """All rows of the source, held on the workers as spread_reads places them."""
-    threads = worker_threads(client)
-    if len(threads) < 2:
+    threads = worker_threads(client, resource)
+    if len(threads) < 2 and resource is None:
         return _frame_from_source(source, plan, split).persist()
     import dask.dataframe as dd
 
@@ -741,10 +747,20 @@ def _persist_spread(
     return dd.from_delayed(futures, meta=_meta(source, plan, split), verify_meta=False)
 
 
-def worker_threads(client: Client) -> dict[str, int]:
-    """Each worker's address and thread count, now."""
+def worker_threads(client: Client, resource: str | None = None) -> dict[str, int]:
+    """Each worker's address and thread count, now; with ``resource``, only the
+    workers that declare it (``dask worker --resources GPU=1``), if any do."""
     info = client.scheduler_info(n_workers=-1)["workers"]
-    return {address: worker.get("nthreads", 1) for address, worker in info.items()}
+    chosen = _declaring(info, resource) if resource else []
+    return {address: info[address].get("nthreads", 1) for address in chosen or info}
+
+
+def workers_declaring(client: Client, resource: str) -> list[str]:
+    return _declaring(client.scheduler_info(n_workers=-1)["workers"], resource)
+
+
+def _declaring(info: dict[str, Any], resource: str) -> list[str]:
+    return [a for a, w in info.items() if (w.get("resources") or {}).get(resource, 0) > 0]
 
 
 def spread_reads(

@@ -29,6 +29,7 @@ from daskyard.config import DEFAULT_TRACKER_PORT, XGBoostJobConfig, resolved
 from daskyard.data import LoadedData, load_training_data
 from daskyard.errors import ConfigError, DataError, InfrastructureError
 from daskyard.recovery import Recovery
+from daskyard.train.gpu_workers import gpu_placement
 
 CLASSIFICATION_METRICS = {"binary": ["auc", "logloss"], "multi": ["mlogloss", "merror"]}
 REGRESSION_METRICS = ["rmse"]
@@ -370,14 +371,16 @@ def train_xgboost(
     """Load, validate, train (resuming from checkpoints), evaluate, write artifacts."""
     timings = Timings()
     params = training_params(config.xgboost.params)
-    data = load_training_data(client, config.data, config.storage_options)
+    resource, gpu_workers = gpu_placement(client, params)
+    data = load_training_data(client, config.data, config.storage_options, resource=resource)
     check_params(params, len(data.columns.features), given=config.xgboost.params)
     check_labels(data, params)
     timings.lap("load_and_validate")
+    where = f", on {gpu_workers} GPU worker{'s' if gpu_workers != 1 else ''}" if gpu_workers else ""
     progress.say(
         stream,
         f"data: {data.rows['train']:,} training rows, {data.rows['validation']:,} validation rows, "
-        f"{len(data.columns.features)} features, {data.train.npartitions} partitions",
+        f"{len(data.columns.features)} features, {data.train.npartitions} partitions{where}",
     )
 
     run_id = run_identity(config, data.plan.fingerprint)
@@ -511,6 +514,7 @@ def train_xgboost(
             "last_attempt_from_round": start_round,
             "recovery": recovery.summary(),
             "workers": len(client.scheduler_info(n_workers=-1)["workers"]),
+            "gpu_workers": gpu_workers or None,  # declaring GPU, holding the rows
             # None: the run had stopped early already, nothing trained.
             "tracker": f"{coll_cfg.tracker_host_ip}:{coll_cfg.tracker_port}" if coll_cfg else None,
             "checkpoints": store.url,
