@@ -756,6 +756,7 @@ def worker_threads(client: Client, resource: str | None = None) -> dict[str, int
 
 
 def workers_declaring(client: Client, resource: str) -> list[str]:
+    """The addresses of the workers that declare ``resource``, now."""
     return _declaring(client.scheduler_info(n_workers=-1)["workers"], resource)
 
 

@@ -60,6 +60,6 @@ def sees_gpu() -> bool:
     with xgboost.config_context(verbosity=0):  # its fallback warning is this answer
         matrix = xgboost.DMatrix(np.zeros((2, 1), dtype=np.float32), label=[0.0, 1.0])
         booster = xgboost.train({"device": "cuda", "tree_method": "hist"}, matrix, 1)
-    return str(json.loads(booster.save_config())["learner"]["generic_param"]["device"]).startswith(
-        "cuda"
-    )
+    # What it trained on: "cuda:0" on a GPU, "cpu" where it fell back.
+    device = json.loads(booster.save_config())["learner"]["generic_param"]["device"]
+    return str(device).startswith("cuda")

@@ -514,7 +514,7 @@ def train_xgboost(
             "last_attempt_from_round": start_round,
             "recovery": recovery.summary(),
             "workers": len(client.scheduler_info(n_workers=-1)["workers"]),
-            "gpu_workers": gpu_workers or None,  # declaring GPU, holding the rows
+            "gpu_workers": gpu_workers or None,  # the GPU workers it trained on; None: CPUs
             # None: the run had stopped early already, nothing trained.
             "tracker": f"{coll_cfg.tracker_host_ip}:{coll_cfg.tracker_port}" if coll_cfg else None,
             "checkpoints": store.url,
