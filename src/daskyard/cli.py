@@ -18,6 +18,7 @@ from typing import Any
 
 from daskyard import __version__
 from daskyard.errors import ConfigError, DaskyardError
+from daskyard.imports import hide_scikit_learn_from_xgboost
 from daskyard.interrupts import never_swallowed
 
 EXIT_CODES_HELP = """exit codes:
@@ -517,6 +518,7 @@ def entry() -> None:
     committed and the embedded cluster is closed, so nothing is left to finalise
     but the streams. ``main()`` itself returns normally, for callers in Python.
     """
+    hide_scikit_learn_from_xgboost()  # this process runs one job: see its docstring
     code = main()
     try:
         sys.stdout.flush()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import json
+import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -76,3 +79,57 @@ def test_nothing_is_frozen_when_everything_is_imported_already():
     gc.unfreeze()
     import_all(["json", "gc"])
     assert gc.get_freeze_count() == 0
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter: what it imported is not this process's."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_xgboost_imports_without_scikit_learn_and_trains_once_hidden():
+    result = _python(
+        """
+        import json, sys
+        from daskyard.imports import ScikitLearnHiddenFromXGBoost, hide_scikit_learn_from_xgboost
+        hide_scikit_learn_from_xgboost()
+        hide_scikit_learn_from_xgboost()
+        import numpy as np, xgboost, xgboost.dask
+        from xgboost import compat
+        matrix = xgboost.DMatrix(np.arange(8.0).reshape(4, 2), label=[0, 1, 0, 1])
+        booster = xgboost.train({"objective": "binary:logistic"}, matrix, 2)
+        seen = {
+            "imported": sorted(m for m in sys.modules if m == "sklearn" or m == "scipy.stats"),
+            "sklearn_installed": compat.SKLEARN_INSTALLED,
+            "rounds": booster.num_boosted_rounds(),
+            "finders": sum(isinstance(f, ScikitLearnHiddenFromXGBoost) for f in sys.meta_path),
+        }
+        import sklearn.linear_model  # every other importer still gets scikit-learn
+        seen["later"] = sklearn.linear_model.SGDClassifier().get_params()["loss"]
+        print(json.dumps(seen))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "imported": [],
+        "sklearn_installed": False,
+        "rounds": 2,
+        "finders": 1,
+        "later": "hinge",
+    }
+
+
+def test_scikit_learn_imported_first_is_what_xgboost_gets():
+    result = _python(
+        """
+        from daskyard.imports import hide_scikit_learn_from_xgboost
+        hide_scikit_learn_from_xgboost()
+        import sklearn.base
+        import xgboost.compat
+        compat = xgboost.compat
+        print(compat.SKLEARN_INSTALLED, compat.XGBModelBase is sklearn.base.BaseEstimator)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]
