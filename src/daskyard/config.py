@@ -68,6 +68,13 @@ class DataConfig(StrictModel):
     )
     format: Literal["auto", "parquet", "csv"] = "auto"
     validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    max_block_mb: int = Field(
+        128,
+        gt=0,
+        description="Parquet files larger than this (MiB, uncompressed) are read as several "
+        "blocks of whole row groups, each about this size or less: one block is one "
+        "partition, or one partial_fit, held by one worker",
+    )
     # NumPy's generators take no negative seed.
     seed: int = Field(42, ge=0, lt=2**63)
 

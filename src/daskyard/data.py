@@ -1,9 +1,10 @@
 """Load and validate tabular training data on the workers.
 
 Files are listed on the client (metadata only); schemas and rows are read by
-the workers. Every file becomes one partition of one dask DataFrame, so features
-and target always come from the same collection with the same partitions, and
-any problem can name the file it was found in.
+the workers. Every file (or block of a large Parquet file: ``row_groups``)
+becomes one partition of one dask DataFrame, so features and target always come
+from the same collection with the same partitions, and any problem can name the
+file it was found in.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from daskyard.artifacts import storage_failure, url_to_fs
 from daskyard.config import DataConfig
 from daskyard.errors import DataError
 from daskyard.placement import assign_files
+from daskyard.row_groups import file_count, in_blocks, split_block_url
 
 if TYPE_CHECKING:
     # Imported where a frame is built, not here: workers import this module for
@@ -164,13 +166,27 @@ def _open(url: str, storage_options: dict[str, Any]):
 
 def read_file_schema(url: str, fmt: str, storage_options: dict[str, Any]) -> dict[str, str]:
     """Column -> dtype of one file, from the Parquet footer or a CSV sample. Runs on a worker."""
+    return inspect_file(url, fmt, storage_options)[0]
+
+
+def inspect_file(
+    url: str, fmt: str, storage_options: dict[str, Any]
+) -> tuple[dict[str, str], tuple[int, ...]]:
+    """``read_file_schema``, and the uncompressed bytes of each of a Parquet file's row
+    groups from the same footer (none for CSV). Runs on a worker."""
     arrow_types: dict[str, str] = {}
+    row_groups: tuple[int, ...] = ()
     try:
         with _open(url, storage_options) as handle:
             if fmt == "parquet":
                 import pyarrow.parquet as pq
 
-                schema = _decimals_as_float(pq.read_schema(handle))
+                parquet = pq.ParquetFile(handle)
+                footer = parquet.metadata
+                row_groups = tuple(
+                    footer.row_group(i).total_byte_size for i in range(footer.num_row_groups)
+                )
+                schema = _decimals_as_float(parquet.schema_arrow)
                 empty = schema.empty_table().to_pandas()
                 # pandas calls a date, a list or an all-null column 'object', like text.
                 arrow_types = {field.name: str(field.type) for field in schema}
@@ -196,8 +212,9 @@ def read_file_schema(url: str, fmt: str, storage_options: dict[str, Any]) -> dic
         # A header and no rows (Spark and Dask write these for empty partitions)
         # says nothing of the types: pandas calls every column object, which would
         # conflict with the files that have rows.
-        return dict.fromkeys(map(str, empty.columns), UNTYPED)
-    return {str(c): _arrow_name(arrow_types.get(str(c)), str(t)) for c, t in empty.dtypes.items()}
+        return dict.fromkeys(map(str, empty.columns), UNTYPED), row_groups
+    dtypes = {str(c): _arrow_name(arrow_types.get(str(c)), str(t)) for c, t in empty.dtypes.items()}
+    return dtypes, row_groups
 
 
 def _arrow_name(arrow: str | None, dtype: str) -> str:
@@ -280,11 +297,18 @@ def _read_parquet(url: str, storage_options: dict[str, Any], columns: list[str])
     """
     import pyarrow.parquet as pq
 
+    url, row_groups = split_block_url(url)  # a block of a large file: some row groups
+
+    def read(where: Any) -> Any:
+        if row_groups is None:
+            return pq.read_table(where, columns=columns)
+        return pq.ParquetFile(where).read_row_groups(row_groups, columns=columns)
+
     if url.startswith("file://") or "://" not in url:
-        table = pq.read_table(url.removeprefix("file://"), columns=columns)
+        table = read(url.removeprefix("file://"))
     else:
         with _open(url, storage_options) as handle:
-            table = pq.read_table(handle, columns=columns)
+            table = read(handle)
     return _decimals_as_float(table).to_pandas(split_blocks=True, self_destruct=True)
 
 
@@ -610,15 +634,20 @@ def _frame_from_source(
     )
 
 
-def _collect_schemas(client: Client, source: DataSource) -> list[tuple[str, dict[str, str]]]:
+def _inspect_files(
+    client: Client, source: DataSource
+) -> tuple[list[tuple[str, dict[str, str]]], list[tuple[int, ...]]]:
+    """Each file's (URL, schema), and its row groups' sizes (``inspect_file``)."""
     futures = client.map(
-        read_file_schema,
+        inspect_file,
         list(source.files),
         fmt=source.format,
         storage_options=source.storage_options,
         pure=False,
     )
-    return list(zip(source.files, client.gather(futures), strict=True))
+    found = client.gather(futures)
+    schemas = [(url, dtypes) for url, (dtypes, _) in zip(source.files, found, strict=True)]
+    return schemas, [row_groups for _, row_groups in found]
 
 
 @dataclass(frozen=True)
@@ -641,7 +670,13 @@ class DataPlan:
     def described(self) -> list[dict[str, Any]]:
         """The sources as manifests record them (a rerun compares their fingerprints)."""
         return [
-            {"url": s.url, "files": len(s.files), "format": s.format, "fingerprint": s.fingerprint}
+            {
+                "url": s.url,
+                "files": file_count(s),
+                "blocks": len(s.files),  # more than files where large ones were cut
+                "format": s.format,
+                "fingerprint": s.fingerprint,
+            }
             for s in self.sources
         ]
 
@@ -653,10 +688,17 @@ def plan_data(
     numeric_target: bool = True,
     missing_features_allowed: bool = True,
     categorical_allowed: bool = True,
+    spread_over: int = 1,
 ) -> DataPlan:
-    """List the files (client) and check their schemas (workers); DataError names the file."""
+    """List the files (client) and check their schemas (workers); DataError names the file.
+
+    Parquet files over ``data.max_block_mb`` become several blocks (``row_groups``),
+    as many as a multiple of ``spread_over`` (the workers that hold a share each).
+    """
+    max_bytes = data.max_block_mb * 2**20
     train_source = list_source(data.train, data.format, storage_options)
-    schemas = _collect_schemas(client, train_source)
+    schemas, row_groups = _inspect_files(client, train_source)
+    train_source = in_blocks(train_source, row_groups, max_bytes, spread_over)
     columns = plan_columns(
         schemas,
         data.target,
@@ -669,7 +711,8 @@ def plan_data(
     valid_source = None
     if data.validation:
         valid_source = list_source(data.validation, data.format, storage_options)
-        valid_schemas = _collect_schemas(client, valid_source)
+        valid_schemas, valid_row_groups = _inspect_files(client, valid_source)
+        valid_source = in_blocks(valid_source, valid_row_groups, max_bytes, spread_over)
         plan_columns(
             [schemas[0], *valid_schemas],
             data.target,
@@ -691,7 +734,10 @@ def load_training_data(
 ) -> LoadedData:
     """Plan, then read, validate and persist all rows on the workers: with ``resource``,
     on those that declare it, if any do (XGBoost trains where the rows are)."""
-    plan = plan_data(client, data, storage_options, numeric_target)
+    # A large file is cut into a multiple of the workers' count of blocks: else 3
+    # blocks on 2 workers, say, and every round waits for the one holding two.
+    workers = len(worker_threads(client, resource))
+    plan = plan_data(client, data, storage_options, numeric_target, spread_over=max(workers, 1))
     columns = plan.columns
     if plan.validation is not None:
         train = _persist_spread(client, plan.train, columns, None, resource)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import pairwise
+from typing import Any
 
 import pytest
 from distributed import Client, wait
@@ -15,8 +16,10 @@ from tests.conftest import classification_frame
 pytestmark = pytest.mark.integration
 
 
-def rows_by_worker(client: Client, folder, fmt: str = "parquet") -> Counter:
-    plan = plan_data(client, DataConfig(train=str(folder), target="label"), {})
+def rows_by_worker(client: Client, folder, fmt: str = "parquet", **data: Any) -> Counter:
+    workers = len(worker_threads(client))
+    config = DataConfig(train=str(folder), target="label", **data)
+    plan = plan_data(client, config, {}, spread_over=workers)
     futures = spread_reads(client, plan.train, plan.columns, None, worker_threads(client))
     wait(futures)
     owners = client.who_has(futures)
@@ -38,6 +41,20 @@ def test_one_large_file_and_three_small_ones_split_evenly(dask_cluster, tmp_path
     with Client(dask_cluster.address) as client:
         rows = rows_by_worker(client, folder)
     assert sorted(rows.values()) == [30_000, 30_000]
+
+
+def test_a_single_large_parquet_file_is_held_in_equal_blocks_by_both_workers(
+    dask_cluster, tmp_path
+):
+    """One file was one partition: one worker held (and trained on) every row."""
+    path = tmp_path / "one.parquet"
+    classification_frame(40_000, seed=6).to_parquet(path, index=False, row_group_size=2_500)
+    with Client(dask_cluster.address) as client:
+        assert len(worker_threads(client)) == 2
+        whole = rows_by_worker(client, path)
+        cut = rows_by_worker(client, path, max_block_mb=1)  # the file is 1.6 MiB
+    assert sorted(whole.values()) == [40_000]
+    assert sorted(cut.values()) == [20_000, 20_000]
 
 
 def test_a_header_only_csv_file_does_not_leave_a_worker_empty(dask_cluster, tmp_path):

@@ -1,9 +1,10 @@
 """Incremental scikit-learn: stream blocks through ``partial_fit``, out of core.
 
-Each file is one block, read, checked, scaled and fitted on one worker, the
-workers in turn; only the model (a future, never through the client) moves on,
-and a worker reads its next block once its last fit is done, so at most two
-blocks per worker are in memory at any time, whatever the data set's size. With
+Each file is one block (a large Parquet file several: ``daskyard.row_groups``),
+read, checked, scaled and fitted on one worker, the workers in turn; only the
+model (a future, never through the client) moves on, and a worker reads its next
+block once its last fit is done, so at most two blocks per worker are in memory
+at any time, whatever the data set's size. With
 ``replicas`` R > 1, R copies of a linear model fit R blocks at once and are
 averaged after each round (``daskyard.train.averaging``).
 """

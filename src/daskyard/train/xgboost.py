@@ -377,10 +377,12 @@ def train_xgboost(
     check_labels(data, params)
     timings.lap("load_and_validate")
     where = f", on {gpu_workers} GPU worker{'s' if gpu_workers != 1 else ''}" if gpu_workers else ""
+    parts = data.train.npartitions
     progress.say(
         stream,
         f"data: {data.rows['train']:,} training rows, {data.rows['validation']:,} validation rows, "
-        f"{len(data.columns.features)} features, {data.train.npartitions} partitions{where}",
+        f"{len(data.columns.features)} features, {parts} partition{'s' if parts != 1 else ''}"
+        f"{where}",
     )
 
     run_id = run_identity(config, data.plan.fingerprint)
