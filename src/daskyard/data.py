@@ -755,12 +755,14 @@ def load_training_data(
         total = int(stats["rows"].sum())
         held_out = int(stats["validation_rows"].sum())
         rows = {"train": total - held_out, "validation": held_out}
-        train = frame[~frame[SPLIT_COLUMN]].drop(columns=[SPLIT_COLUMN]).persist()
-        validation = frame[frame[SPLIT_COLUMN]].drop(columns=[SPLIT_COLUMN]).persist()
+        # Where the reads were, and with a resource there only (see spread_reads).
+        placed = {"resources": resource_share(resource)} if resource else {}
+        train = frame[~frame[SPLIT_COLUMN]].drop(columns=[SPLIT_COLUMN]).persist(**placed)
+        validation = frame[frame[SPLIT_COLUMN]].drop(columns=[SPLIT_COLUMN]).persist(**placed)
         del frame
     check_rows(rows, plan, data)
     if columns.categorical:
-        train, validation = _known_categories(columns, train, validation)
+        train, validation = _known_categories(columns, train, validation, resource)
     nonempty = stats[stats["rows"] > 0]
     labels = {
         "min": float(nonempty["label_min"].min()),
@@ -789,8 +791,15 @@ def _persist_spread(
         return _frame_from_source(source, plan, split).persist()
     import dask.dataframe as dd
 
-    futures = spread_reads(client, source, plan, split, threads)
+    futures = spread_reads(client, source, plan, split, threads, resource)
     return dd.from_delayed(futures, meta=_meta(source, plan, split), verify_meta=False)
+
+
+def resource_share(resource: str) -> dict[str, float]:
+    """A task restriction to the workers declaring ``resource``. Any amount restricts;
+    a tiny one lets a worker run as many such tasks at once as it has threads (a
+    GPU worker declares GPU=1 and would otherwise read one file at a time)."""
+    return {resource: 1e-6}
 
 
 def worker_threads(client: Client, resource: str | None = None) -> dict[str, int]:
@@ -816,6 +825,7 @@ def spread_reads(
     plan: ColumnPlan,
     split: tuple[int, float] | None,
     threads: dict[str, int],
+    resource: str | None = None,
 ) -> list[Future]:
     """Read every file on the worker placement.assign_files picks, by its listed size.
 
@@ -823,7 +833,28 @@ def spread_reads(
     (10 and 6 of 16 files on two workers was common), and dealing files out in
     turn leaves a worker short when the files differ in size (an empty one, a
     last small one): XGBoost waits for the fullest worker every round.
+
+    With ``resource`` the reads are restricted to the workers declaring it, the
+    scheduler's to place: a placement on one of them is loose (a worker that
+    leaves must not stall its reads), and a loose read can be stolen by any idle
+    worker, a CPU worker beside the GPU ones too, where XGBoost then fails.
     """
+    if resource is not None:
+        return [
+            client.submit(
+                read_partition,
+                url,
+                index,
+                source.format,
+                source.storage_options,
+                plan,
+                split,
+                pure=False,
+                key=f"daskyard-read-{uuid.uuid4().hex}-{index}",
+                resources=resource_share(resource),
+            )
+            for index, url in enumerate(source.files)
+        ]
     sizes = source.sizes or (0,) * len(source.files)
     # No worker at this moment (all lost, none back yet): the reads wait for the next.
     owners = assign_files(sizes, threads) if threads else [None] * len(source.files)
@@ -866,7 +897,7 @@ def _stats(frame: dd.DataFrame, plan: ColumnPlan) -> pd.DataFrame:
 
 
 def _known_categories(
-    plan: ColumnPlan, train: dd.DataFrame, validation: dd.DataFrame
+    plan: ColumnPlan, train: dd.DataFrame, validation: dd.DataFrame, resource: str | None
 ) -> tuple[dd.DataFrame, dd.DataFrame]:
     """One category set per column across all partitions, as XGBoost requires."""
     import dask
@@ -878,4 +909,5 @@ def _known_categories(
     dtypes = {
         c: pd.CategoricalDtype(sorted(u)) for c, u in zip(plan.categorical, uniques, strict=True)
     }
-    return train.astype(dtypes).persist(), validation.astype(dtypes).persist()
+    placed = {"resources": resource_share(resource)} if resource else {}
+    return train.astype(dtypes).persist(**placed), validation.astype(dtypes).persist(**placed)

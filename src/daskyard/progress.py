@@ -30,6 +30,11 @@ def say(stream: TextIO | None, line: str) -> None:
     print(line, file=stream or sys.stdout, flush=True)
 
 
+def count(n: int, noun: str) -> str:
+    """``3 blocks``, ``1 block``: a progress line's counts, in English."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def format_seconds(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f}s"

@@ -27,11 +27,8 @@ def describe_cluster(client: Client, embedded: bool) -> str:
     workers = info["workers"].values()
     threads = sum(w["nthreads"] for w in workers)
     where = "embedded local cluster" if embedded else client.scheduler.address
-    return f"cluster: {where}, {_count(len(workers), 'worker')}, {_count(threads, 'thread')}"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+    count = progress.count
+    return f"cluster: {where}, {count(len(workers), 'worker')}, {count(threads, 'thread')}"
 
 
 def result_table(metrics: dict[str, float], output: str, files: list[str]) -> str:
@@ -106,7 +103,7 @@ def run_xgboost(config: XGBoostJobConfig, stream: TextIO | None = None) -> Any:
         config,
         "xgboost",
         "daskyard.train.xgboost:train_xgboost",
-        lambda r: f"{r.metrics['rounds']} rounds",
+        lambda r: progress.count(r.metrics["rounds"], "round"),
         ["model.ubj", "metrics.json", "manifest.json"],
         stream,
         threaded=True,  # embedded: workers are threads of this process, nothing to warm
@@ -123,7 +120,7 @@ def run_incremental(config: IncrementalJobConfig, stream: TextIO | None = None) 
         config,
         "incremental",
         "daskyard.train.incremental:train_incremental",
-        lambda r: f"{r.metrics['blocks_seen']} blocks",
+        lambda r: progress.count(r.metrics["blocks_seen"], "block"),
         ["model.skops", "metrics.json", "manifest.json"],
         stream,
         warm=[

@@ -70,6 +70,23 @@ def test_the_rows_of_a_gpu_job_are_held_by_the_gpu_worker_only(mixed_cluster, da
             wait(futures)
             holders = {a for owners in client.who_has(futures).values() for a in owners}
             assert holders == expected, resource
+            if resource:  # restricted, not loosely placed: no idle CPU worker steals a read
+                restrictions = client.run_on_scheduler(_read_restrictions())
+                assert restrictions and set(restrictions) == {("GPU", False)}
+
+
+def _read_restrictions():
+    """A function for the scheduler (a closure: pickled by value, as the scheduler process
+    cannot import the tests): each read task's resource restriction, and whether loose."""
+
+    def on_scheduler(dask_scheduler) -> list[tuple[str, bool]]:
+        return [
+            (*ts.resource_restrictions, ts.loose_restrictions)
+            for key, ts in dask_scheduler.tasks.items()
+            if str(key).startswith("daskyard-read-") and ts.resource_restrictions
+        ]
+
+    return on_scheduler
 
 
 def test_a_gpu_job_trains_on_the_gpu_worker_and_a_cpu_job_on_all(mixed_cluster, data, tmp_path):

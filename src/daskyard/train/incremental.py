@@ -334,8 +334,8 @@ def train_incremental(
     progress.say(
         stream,
         f"data: {rows['train']:,} training rows, {rows['validation']:,} "
-        f"validation rows, {len(spec.features)} features, {len(files)} blocks "
-        f"x {settings.epochs} epochs; scaling {'on' if scaler else 'off'}"
+        f"validation rows, {len(spec.features)} features, {progress.count(len(files), 'block')} "
+        f"x {progress.count(settings.epochs, 'epoch')}; scaling {'on' if scaler else 'off'}"
         + (f"; {settings.replicas} replicas" if settings.replicas > 1 else ""),
     )
 

@@ -376,13 +376,12 @@ def train_xgboost(
     check_params(params, len(data.columns.features), given=config.xgboost.params)
     check_labels(data, params)
     timings.lap("load_and_validate")
-    where = f", on {gpu_workers} GPU worker{'s' if gpu_workers != 1 else ''}" if gpu_workers else ""
-    parts = data.train.npartitions
+    where = f", on {progress.count(gpu_workers, 'GPU worker')}" if gpu_workers else ""
     progress.say(
         stream,
         f"data: {data.rows['train']:,} training rows, {data.rows['validation']:,} validation rows, "
-        f"{len(data.columns.features)} features, {parts} partition{'s' if parts != 1 else ''}"
-        f"{where}",
+        f"{len(data.columns.features)} features, "
+        f"{progress.count(data.train.npartitions, 'partition')}{where}",
     )
 
     run_id = run_identity(config, data.plan.fingerprint)
