@@ -834,49 +834,37 @@ def spread_reads(
     turn leaves a worker short when the files differ in size (an empty one, a
     last small one): XGBoost waits for the fullest worker every round.
 
-    With ``resource`` the reads are restricted to the workers declaring it, the
-    scheduler's to place: a placement on one of them is loose (a worker that
-    leaves must not stall its reads), and a loose read can be stolen by any idle
-    worker, a CPU worker beside the GPU ones too, where XGBoost then fails.
+    With ``resource``, the reads are restricted to the workers declaring it and
+    placed among them by the scheduler: a placement on one worker must be loose
+    (a worker that leaves must not stall its reads), and an idle worker may steal
+    a loose read, a CPU worker beside the GPU ones too, where XGBoost then fails.
     """
+    placements: list[dict[str, Any]]
     if resource is not None:
-        return [
-            client.submit(
-                read_partition,
-                url,
-                index,
-                source.format,
-                source.storage_options,
-                plan,
-                split,
-                pure=False,
-                key=f"daskyard-read-{uuid.uuid4().hex}-{index}",
-                resources=resource_share(resource),
-            )
-            for index, url in enumerate(source.files)
-        ]
-    sizes = source.sizes or (0,) * len(source.files)
-    # No worker at this moment (all lost, none back yet): the reads wait for the next.
-    owners = assign_files(sizes, threads) if threads else [None] * len(source.files)
-    futures = []
-    for index, (url, owner) in enumerate(zip(source.files, owners, strict=True)):
+        placements = [{"resources": resource_share(resource)}] * len(source.files)
+    else:
+        sizes = source.sizes or (0,) * len(source.files)
+        # No worker at this moment (all lost, none back yet): the reads wait for the next.
+        owners = assign_files(sizes, threads) if threads else [None] * len(source.files)
         # Loose: a worker that left does not stall the read.
-        placed = {"workers": [owner], "allow_other_workers": True} if owner else {}
-        futures.append(
-            client.submit(
-                read_partition,
-                url,
-                index,
-                source.format,
-                source.storage_options,
-                plan,
-                split,
-                pure=False,
-                key=f"daskyard-read-{uuid.uuid4().hex}-{index}",
-                **placed,
-            )
+        placements = [
+            {"workers": [owner], "allow_other_workers": True} if owner else {} for owner in owners
+        ]
+    return [
+        client.submit(
+            read_partition,
+            url,
+            index,
+            source.format,
+            source.storage_options,
+            plan,
+            split,
+            pure=False,
+            key=f"daskyard-read-{uuid.uuid4().hex}-{index}",
+            **placed,
         )
-    return futures
+        for index, (url, placed) in enumerate(zip(source.files, placements, strict=True))
+    ]
 
 
 def check_rows(rows: dict[str, int], plan: DataPlan, data: DataConfig) -> None:

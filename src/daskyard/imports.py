@@ -63,7 +63,7 @@ class ScikitLearnHiddenFromXGBoost(importlib.abc.MetaPathFinder):
 
     XGBoost imports scikit-learn, and scipy.stats with it, at start-up only to base
     its scikit-learn estimator classes (``xgboost.XGBClassifier`` and kin) on
-    scikit-learn's: 0.4 s of the XGBoost CLI job's 2.7 s on 100k rows here, on its
+    scikit-learn's: 0.6 s of the XGBoost CLI job's 3.0 s on 100k rows here, on its
     critical path, for classes the job never uses (it trains with ``xgboost.dask``
     on boosters). XGBoost supports a missing scikit-learn: ``xgboost.compat`` then
     records ``SKLEARN_INSTALLED = False`` and only those classes refuse to work.
