@@ -667,6 +667,15 @@ class DataPlan:
     def fingerprint(self) -> str:
         return hashlib.sha256("".join(s.fingerprint for s in self.sources).encode()).hexdigest()
 
+    @property
+    def layout(self) -> str:
+        """What a run's checkpoints depend on: the data and, where large files were cut
+        into blocks, the blocks (an incremental run resumes at a block number)."""
+        cut = [s.files for s in self.sources if file_count(s) != len(s.files)]
+        if not cut:
+            return self.fingerprint
+        return hashlib.sha256((self.fingerprint + repr(cut)).encode()).hexdigest()
+
     def described(self) -> list[dict[str, Any]]:
         """The sources as manifests record them (a rerun compares their fingerprints)."""
         return [
@@ -679,6 +688,17 @@ class DataPlan:
             }
             for s in self.sources
         ]
+
+
+def identity_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config as a run id hashes it, with ``DataPlan.layout`` beside it:
+    ``data.max_block_mb`` counts through the blocks it makes, not as a setting. So a
+    data set with no file large enough to cut keeps the run id it had before the
+    setting existed, and a retried pod on an upgraded image still resumes."""
+    data = settings.get("data")
+    if isinstance(data, dict):
+        data.pop("max_block_mb", None)
+    return settings
 
 
 def plan_data(

@@ -36,7 +36,7 @@ from daskyard.artifacts import (
 from daskyard.checkpoints import CheckpointStore
 from daskyard.cluster import infrastructure_errors
 from daskyard.config import SearchJobConfig, resolved
-from daskyard.data import DataPlan
+from daskyard.data import DataPlan, identity_settings
 from daskyard.errors import ConfigError, InfrastructureError
 from daskyard.estimators import build_estimator, resolve_estimator
 from daskyard.recovery import Recovery
@@ -141,7 +141,7 @@ def search_incremental(
     identities: list[str] = []  # the run id, known once the data is planned
 
     def cache_run(plan: DataPlan) -> str:
-        identities.append(search_run_id(config, plan.fingerprint))
+        identities.append(search_run_id(config, plan.layout))
         return identities[-1]
 
     try:
@@ -167,7 +167,7 @@ def search_incremental(
         f"on {len(plan.validation.files)} file(s)",
     )
 
-    run_id = search_run_id(config, plan.fingerprint)
+    run_id = search_run_id(config, plan.layout)
     checkpoints = join_url(config.checkpoint_url, run_id)
 
     def fresh(candidate: Candidate) -> BaseEstimator:
@@ -302,9 +302,10 @@ def resume_candidates(
     return resumed
 
 
-def search_run_id(config: SearchJobConfig, fingerprint: str) -> str:
+def search_run_id(config: SearchJobConfig, layout: str) -> str:
     """Names the search's checkpoints and its blocks in the workers' caches."""
-    return "search-" + stable_hash({"config": resolved(config), "data": fingerprint})
+    settings = identity_settings(resolved(config))
+    return "search-" + stable_hash({"config": settings, "data": layout})
 
 
 def _forget(client: Client, run: str) -> None:

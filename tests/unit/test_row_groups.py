@@ -5,8 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from daskyard.data import DataSource, inspect_file, plan_columns, read_partition
+from daskyard.config import DataConfig, IncrementalConfig, IncrementalJobConfig
+from daskyard.data import DataPlan, DataSource, inspect_file, plan_columns, read_partition
 from daskyard.row_groups import block_url, file_count, in_blocks, runs, split_block_url
+from daskyard.train.incremental import run_identity
 from tests.conftest import classification_frame
 
 
@@ -74,3 +76,28 @@ def test_the_blocks_of_a_file_read_back_its_rows_in_order(tmp_path):
     assert [len(part) for part in parts] == [3_000, 2_000, 3_000, 2_000]
     back = pd.concat(parts, ignore_index=True)
     pd.testing.assert_frame_equal(back, frame.astype(back.dtypes.to_dict()), check_like=True)
+
+
+def _plan(*sources: DataSource) -> DataPlan:
+    return DataPlan(sources[0], sources[1] if len(sources) > 1 else None, None, None)
+
+
+def test_a_run_id_follows_the_blocks_not_the_setting():
+    """A data set with no file large enough to cut keeps its run id whatever
+    max_block_mb says (and the id it had before the setting existed): a retried pod
+    on an upgraded image resumes. Blocks made from a large file change it."""
+    whole = DataSource("d/", ("d/a.parquet", "d/b.parquet"), "parquet", "f", {}, (10, 10))
+    cut = in_blocks(whole, [(6, 4), ()], max_bytes=8)
+    assert _plan(whole).layout == _plan(whole).fingerprint
+    assert _plan(cut).layout != _plan(whole).layout
+
+    def run_id(max_block_mb: int, plan: DataPlan) -> str:
+        config = IncrementalJobConfig(
+            data=DataConfig(train="d/", target="label", max_block_mb=max_block_mb),
+            output="out/",
+            incremental=IncrementalConfig(estimator="sklearn.linear_model.SGDClassifier"),
+        )
+        return run_identity(config, plan.layout)
+
+    assert run_id(64, _plan(whole)) == run_id(128, _plan(whole))
+    assert run_id(64, _plan(cut)) != run_id(64, _plan(whole))

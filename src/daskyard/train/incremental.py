@@ -28,7 +28,7 @@ from daskyard.artifacts import Timings, join_url, package_versions, stable_hash,
 from daskyard.checkpoints import CheckpointStore
 from daskyard.cluster import infrastructure_errors
 from daskyard.config import IncrementalJobConfig, JobConfig, resolved
-from daskyard.data import DataPlan, check_rows, plan_data
+from daskyard.data import DataPlan, check_rows, identity_settings, plan_data
 from daskyard.errors import ConfigError, DataError, InfrastructureError
 from daskyard.estimators import build_estimator, is_linear_model, resolve_estimator
 from daskyard.recovery import Recovery, workers_now
@@ -209,12 +209,12 @@ def block_order(files: int, epoch: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(files)
 
 
-def run_identity(config: IncrementalJobConfig, fingerprint: str) -> str:
-    identity = resolved(config)
+def run_identity(config: IncrementalJobConfig, layout: str) -> str:
+    identity = identity_settings(resolved(config))
     identity.pop("cluster", None)
     for key in ("progress_every", "checkpoint_every", "prefetch"):
         identity["incremental"].pop(key, None)
-    return "inc-" + stable_hash({"config": identity, "data": fingerprint})
+    return "inc-" + stable_hash({"config": identity, "data": layout})
 
 
 @dataclass
@@ -339,7 +339,7 @@ def train_incremental(
         + (f"; {settings.replicas} replicas" if settings.replicas > 1 else ""),
     )
 
-    run_id = run_identity(config, plan.fingerprint)
+    run_id = run_identity(config, plan.layout)
     store = CheckpointStore(
         join_url(config.checkpoint_url, run_id), "skops", config.storage_options
     )

@@ -26,7 +26,7 @@ from daskyard.artifacts import Timings, join_url, package_versions, stable_hash,
 from daskyard.checkpoints import CheckpointStore
 from daskyard.cluster import infrastructure_errors, scheduler_host
 from daskyard.config import DEFAULT_TRACKER_PORT, XGBoostJobConfig, resolved
-from daskyard.data import LoadedData, load_training_data
+from daskyard.data import LoadedData, identity_settings, load_training_data
 from daskyard.errors import ConfigError, DataError, InfrastructureError
 from daskyard.recovery import Recovery
 from daskyard.train.gpu_workers import gpu_placement
@@ -281,7 +281,7 @@ def check_labels(data: LoadedData, params: dict[str, Any]) -> None:
 
 def run_identity(config: XGBoostJobConfig, data_fingerprint: str) -> str:
     """Same config and same data -> same run id -> a restarted job finds its checkpoints."""
-    identity = resolved(config)
+    identity = identity_settings(resolved(config))
     identity.pop("cluster", None)  # where it runs does not change the model
     for key in ("progress_every", "checkpoint_every", "tracker_port", "tracker_host"):
         identity["xgboost"].pop(key, None)
@@ -384,6 +384,8 @@ def train_xgboost(
         f"{progress.count(data.train.npartitions, 'partition')}{where}",
     )
 
+    # Not the blocks (DataPlan.layout): a booster resumes on any partitioning, and
+    # a large file's blocks follow the number of workers, which may change.
     run_id = run_identity(config, data.plan.fingerprint)
     total = config.xgboost.rounds
     store = CheckpointStore(join_url(config.checkpoint_url, run_id), "ubj", config.storage_options)
