@@ -19,7 +19,7 @@ from typing import Any
 from daskyard import __version__
 from daskyard.errors import ConfigError, DaskyardError
 from daskyard.imports import hide_scikit_learn_from_xgboost
-from daskyard.interrupts import never_swallowed
+from daskyard.interrupts import let_go, never_swallowed
 
 EXIT_CODES_HELP = """exit codes:
   0   success
@@ -491,7 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DaskyardError as exc:
         print(f"daskyard: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        let_go(interrupt)
         print("daskyard: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:

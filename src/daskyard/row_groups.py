@@ -66,12 +66,13 @@ def runs(
         target = total * share / wanted
         low = (cuts[-1] if cuts else 0) + 1  # each run keeps a row group
         high = count - (wanted - share)  # and leaves one to each run after it
-        near = min(max(bisect.bisect_left(ends, target), low - 1), high - 1)
-        best = min(
-            (b for b in (near, near + 1) if low <= b + 1 <= high),
-            key=lambda b: abs(ends[b] - target),
+        past = bisect.bisect_left(ends, target)  # the first boundary at or past it
+        # A cut after row group b starts the next run at b + 1, within [low, high].
+        allowed = [b for b in (past - 1, past) if low <= b + 1 <= high]
+        nearest = min(
+            allowed or [min(max(past, low - 1), high - 1)], key=lambda b: abs(ends[b] - target)
         )
-        cuts.append(best + 1)
+        cuts.append(nearest + 1)
     starts = [0, *cuts]
     return [(start, end - 1) for start, end in zip(starts, [*cuts, count], strict=True)]
 
