@@ -759,9 +759,10 @@ def load_training_data(
     workers = len(worker_threads(client, resource))
     plan = plan_data(client, data, storage_options, numeric_target, spread_over=max(workers, 1))
     columns = plan.columns
+    threads = worker_threads(client, resource)  # after planning: workers may have joined
     if plan.validation is not None:
-        train = _persist_spread(client, plan.train, columns, None, resource)
-        validation = _persist_spread(client, plan.validation, columns, None, resource)
+        train = _persist_spread(client, plan.train, columns, None, threads, resource)
+        validation = _persist_spread(client, plan.validation, columns, None, threads, resource)
         train_stats = _stats(train, columns)
         valid_stats = _stats(validation, columns)
         rows = {
@@ -770,13 +771,13 @@ def load_training_data(
         }
         stats = pd.concat([train_stats, valid_stats])
     else:
-        frame = _persist_spread(client, plan.train, columns, plan.split, resource)
+        frame = _persist_spread(client, plan.train, columns, plan.split, threads, resource)
         stats = _stats(frame, columns)
         total = int(stats["rows"].sum())
         held_out = int(stats["validation_rows"].sum())
         rows = {"train": total - held_out, "validation": held_out}
         # Where the reads were, and with a resource there only (see spread_reads).
-        placed = {"resources": resource_share(resource)} if resource else {}
+        placed = restricted_to(resource)
         train = frame[~frame[SPLIT_COLUMN]].drop(columns=[SPLIT_COLUMN]).persist(**placed)
         validation = frame[frame[SPLIT_COLUMN]].drop(columns=[SPLIT_COLUMN]).persist(**placed)
         del frame
@@ -803,10 +804,10 @@ def _persist_spread(
     source: DataSource,
     plan: ColumnPlan,
     split: tuple[int, float] | None,
+    threads: dict[str, int],
     resource: str | None,
 ) -> dd.DataFrame:
     """All rows of the source, held on the workers as spread_reads places them."""
-    threads = worker_threads(client, resource)
     if len(threads) < 2 and resource is None:
         return _frame_from_source(source, plan, split).persist()
     import dask.dataframe as dd
@@ -815,11 +816,12 @@ def _persist_spread(
     return dd.from_delayed(futures, meta=_meta(source, plan, split), verify_meta=False)
 
 
-def resource_share(resource: str) -> dict[str, float]:
-    """A task restriction to the workers declaring ``resource``. Any amount restricts;
-    a tiny one lets a worker run as many such tasks at once as it has threads (a
-    GPU worker declares GPU=1 and would otherwise read one file at a time)."""
-    return {resource: 1e-6}
+def restricted_to(resource: str | None) -> dict[str, Any]:
+    """Task options restricting it to the workers declaring ``resource`` (none: no
+    options). Any amount restricts; a tiny one lets a worker run as many such tasks
+    at once as it has threads (a GPU worker declares GPU=1 and would otherwise read
+    one file at a time)."""
+    return {"resources": {resource: 1e-6}} if resource else {}
 
 
 def worker_threads(client: Client, resource: str | None = None) -> dict[str, int]:
@@ -861,7 +863,7 @@ def spread_reads(
     """
     placements: list[dict[str, Any]]
     if resource is not None:
-        placements = [{"resources": resource_share(resource)}] * len(source.files)
+        placements = [restricted_to(resource)] * len(source.files)
     else:
         sizes = source.sizes or (0,) * len(source.files)
         # No worker at this moment (all lost, none back yet): the reads wait for the next.
@@ -917,5 +919,5 @@ def _known_categories(
     dtypes = {
         c: pd.CategoricalDtype(sorted(u)) for c, u in zip(plan.categorical, uniques, strict=True)
     }
-    placed = {"resources": resource_share(resource)} if resource else {}
+    placed = restricted_to(resource)
     return train.astype(dtypes).persist(**placed), validation.astype(dtypes).persist(**placed)
