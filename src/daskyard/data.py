@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import uuid
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -753,7 +755,18 @@ def load_training_data(
     resource: str | None = None,
 ) -> LoadedData:
     """Plan, then read, validate and persist all rows on the workers: with ``resource``,
-    on those that declare it, if any do (XGBoost trains where the rows are)."""
+    on those that declare it (XGBoost trains where the rows are), every task of it."""
+    with held_to(resource):
+        return _load(client, data, storage_options, numeric_target, resource)
+
+
+def _load(
+    client: Client,
+    data: DataConfig,
+    storage_options: dict[str, Any],
+    numeric_target: bool,
+    resource: str | None,
+) -> LoadedData:
     # A large file is cut into a multiple of the workers' count of blocks: else 3
     # blocks on 2 workers, say, and every round waits for the one holding two.
     workers = len(worker_threads(client, resource))
@@ -776,14 +789,13 @@ def load_training_data(
         total = int(stats["rows"].sum())
         held_out = int(stats["validation_rows"].sum())
         rows = {"train": total - held_out, "validation": held_out}
-        # Where the reads were, and with a resource there only (see spread_reads).
-        placed = restricted_to(resource)
-        train = frame[~frame[SPLIT_COLUMN]].drop(columns=[SPLIT_COLUMN]).persist(**placed)
-        validation = frame[frame[SPLIT_COLUMN]].drop(columns=[SPLIT_COLUMN]).persist(**placed)
+        # Where the reads were (with a resource, held there by held_to).
+        train = frame[~frame[SPLIT_COLUMN]].drop(columns=[SPLIT_COLUMN]).persist()
+        validation = frame[frame[SPLIT_COLUMN]].drop(columns=[SPLIT_COLUMN]).persist()
         del frame
     check_rows(rows, plan, data)
     if columns.categorical:
-        train, validation = _known_categories(columns, train, validation, resource)
+        train, validation = _known_categories(columns, train, validation)
     nonempty = stats[stats["rows"] > 0]
     labels = {
         "min": float(nonempty["label_min"].min()),
@@ -822,6 +834,30 @@ def restricted_to(resource: str | None) -> dict[str, Any]:
     at once as it has threads (a GPU worker declares GPU=1 and would otherwise read
     one file at a time)."""
     return {"resources": {resource: 1e-6}} if resource else {}
+
+
+@contextmanager
+def held_to(resource: str | None) -> Iterator[None]:
+    """Every task this thread submits inside is restricted to the workers declaring
+    ``resource`` (none: no restriction): the reads, the checks over the rows, the
+    persists, and XGBoost's own matrices, training and predictions.
+
+    Restricting the reads alone was not enough. An unrestricted check over the rows
+    could run on a CPU worker, which then fetched partitions and held copies of them
+    (seen in a test: 16 reads fetched). XGBoost gives each partition to the first
+    worker that holds it, so that CPU worker could train, on a mix XGBoost fails on.
+    distributed applies these annotations to every graph the client sends; the
+    dataframe collections' warning that they would be ignored is wrong here.
+    """
+    if resource is None:
+        yield
+        return
+    import dask
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Dask annotations .* detected", UserWarning)
+        with dask.annotate(**restricted_to(resource)):
+            yield
 
 
 def worker_threads(client: Client, resource: str | None = None) -> dict[str, int]:
@@ -907,7 +943,7 @@ def _stats(frame: dd.DataFrame, plan: ColumnPlan) -> pd.DataFrame:
 
 
 def _known_categories(
-    plan: ColumnPlan, train: dd.DataFrame, validation: dd.DataFrame, resource: str | None
+    plan: ColumnPlan, train: dd.DataFrame, validation: dd.DataFrame
 ) -> tuple[dd.DataFrame, dd.DataFrame]:
     """One category set per column across all partitions, as XGBoost requires."""
     import dask
@@ -919,5 +955,4 @@ def _known_categories(
     dtypes = {
         c: pd.CategoricalDtype(sorted(u)) for c, u in zip(plan.categorical, uniques, strict=True)
     }
-    placed = restricted_to(resource)
-    return train.astype(dtypes).persist(**placed), validation.astype(dtypes).persist(**placed)
+    return train.astype(dtypes).persist(), validation.astype(dtypes).persist()

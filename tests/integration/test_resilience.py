@@ -26,11 +26,13 @@ import yaml
 
 from daskyard.checkpoints import MANIFEST_SUFFIX
 from tests.conftest import (
+    BIN,
     DASKYARD,
     ProcessCluster,
     classification_frame,
     free_port,
     run_cli,
+    spawn,
     start_process_cluster,
     stop_processes,
     write_config,
@@ -56,16 +58,19 @@ def cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
     stop_processes(cluster.processes)
 
 
-def worker_pids(address: str) -> dict[str, int]:
+def worker_pids(address: str, name: str | None = None) -> dict[str, int]:
+    """Each worker's process id by address; with ``name``, that worker's alone."""
     from distributed import Client
 
     with Client(address, timeout=30) as client:
-        return client.run(os.getpid)
+        pids = client.run(os.getpid)
+        names = {a: w["name"] for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+    return {a: pid for a, pid in pids.items() if name is None or names[a] == name}
 
 
 class WorkerKiller(threading.Thread):
     """SIGKILLs a worker process once ``pattern`` matches under ``folder``: the last
-    one, or with ``every`` all of them (their nannies start new ones)."""
+    one, the one ``named``, or with ``every`` all of them (their nannies start new ones)."""
 
     def __init__(
         self,
@@ -74,11 +79,13 @@ class WorkerKiller(threading.Thread):
         pattern: str,
         every: bool = False,
         timeout: float = 240,
+        named: str | None = None,
     ) -> None:
         super().__init__(daemon=True)
         self.folder, self.pattern = folder, pattern
         self.every, self.timeout = every, timeout
-        self.pids = worker_pids(address)
+        self.pids = worker_pids(address, named)
+        assert self.pids, f"no worker named {named}"
         self.killed_at: float | None = None
 
     def victims(self) -> list[int]:
@@ -113,6 +120,7 @@ def calm_and_faulty(
     tmp_path: Path,
     pattern: str,
     every: bool = False,
+    named: str | None = None,
 ) -> tuple[Path, Path, subprocess.CompletedProcess]:
     """An uninterrupted run, then the same job with workers SIGKILLed once ``pattern``
     appears under its checkpoints (see ``WorkerKiller``); both must succeed. Returns
@@ -124,7 +132,7 @@ def calm_and_faulty(
     )
     assert calm.returncode == 0, calm.stderr
     out = tmp_path / "faulty"
-    killer = WorkerKiller(cluster.address, out / "checkpoints", pattern, every)
+    killer = WorkerKiller(cluster.address, out / "checkpoints", pattern, every, named=named)
     killer.start()
     faulty = train(
         *command, config=make_config(tmp_path / "faulty.yaml", data, out), cluster=cluster
@@ -135,7 +143,12 @@ def calm_and_faulty(
     return tmp_path / "calm", out, faulty
 
 
-def xgboost_config(path: Path, data: Path, output: Path) -> Path:
+XGBOOST_PARAMS = {"objective": "binary:logistic", "max_depth": 6, "eta": 0.05}
+
+
+def xgboost_config(
+    path: Path, data: Path, output: Path, params: dict[str, Any] = XGBOOST_PARAMS
+) -> Path:
     return write_config(
         path,
         {
@@ -145,7 +158,7 @@ def xgboost_config(path: Path, data: Path, output: Path) -> Path:
                 "rounds": 200,
                 "checkpoint_every": 10,
                 "tracker_port": free_port(),
-                "params": {"objective": "binary:logistic", "max_depth": 6, "eta": 0.05},
+                "params": params,
             },
         },
     )
@@ -174,6 +187,83 @@ def test_xgboost_survives_a_killed_worker_with_all_rounds_and_the_same_auc(
     auc = json.loads((out / "metrics.json").read_text())["validation"]["auc"]
     calm_auc = json.loads((calm_out / "metrics.json").read_text())["validation"]["auc"]
     assert abs(auc - calm_auc) <= 0.005, (auc, calm_auc)
+
+
+@pytest.fixture
+def gpu_cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
+    """A CPU worker that sees no GPU beside one declaring ``GPU=1`` (the chart's GPU
+    worker group), both under nannies. Without a GPU XGBoost trains on the CPU there;
+    on a GPU machine (the H200 check, README) this is the real mix."""
+    logs = tmp_path / "logs"
+    cluster = start_process_cluster(logs, n_workers=1, worker_env={"CUDA_VISIBLE_DEVICES": ""})
+    try:
+        cluster.processes.append(
+            spawn(
+                [
+                    str(BIN / "dask"),
+                    *("worker", cluster.address, "--nthreads", "1", "--memory-limit", "2GiB"),
+                    *("--name", "gpu-0", "--no-dashboard", "--host", "127.0.0.1"),
+                    *("--resources", "GPU=1"),
+                ],
+                dict(os.environ),
+                logs / "gpu-0.log",
+            )
+        )
+        wait_for_workers(cluster.address, 2)
+        yield cluster
+    finally:
+        stop_processes(cluster.processes)
+
+
+def wait_for_workers(address: str, count: int) -> None:
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        client.wait_for_workers(count, timeout=60)
+
+
+def test_a_gpu_job_survives_losing_its_gpu_worker_and_resumes_on_its_replacement(
+    fault_dataset: Path, gpu_cluster: ProcessCluster, tmp_path: Path
+) -> None:
+    """The rows are restricted to GPU workers: after the GPU worker is lost they wait for
+    its replacement, never moving to the CPU worker (on a GPU, XGBoost fails on such a
+    mix), and the job ends with all its rounds."""
+    calm_out, out, faulty = calm_and_faulty(
+        ("train", "xgboost"),
+        lambda path, data, output: xgboost_config(
+            path, data, output, {**XGBOOST_PARAMS, "device": "cuda"}
+        ),
+        fault_dataset,
+        gpu_cluster,
+        tmp_path,
+        f"*/step-000030.ubj{MANIFEST_SUFFIX}",
+        named="gpu-0",
+    )
+    assert "on 1 GPU worker\n" in faulty.stdout
+    assert "lost a worker" in faulty.stdout and "resuming run" in faulty.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["gpu_workers"] == 1
+    assert manifest["training"]["recovery"]["attempts"] == 2
+    assert manifest["training"]["last_attempt_from_round"] >= 30
+    assert xgboost.Booster(model_file=str(out / "model.ubj")).num_boosted_rounds() == 200
+    auc = json.loads((out / "metrics.json").read_text())["validation"]["auc"]
+    calm_auc = json.loads((calm_out / "metrics.json").read_text())["validation"]["auc"]
+    assert abs(auc - calm_auc) <= 0.005, (auc, calm_auc)
+    from distributed import Client
+
+    def tasks_seen(dask_worker) -> list[str]:
+        """The tasks in this worker's transition log, run or fetched (nested: sent by
+        value, as the workers cannot import the tests)."""
+        return sorted({str(entry[0]) for entry in dask_worker.state.log})
+
+    with Client(gpu_cluster.address, timeout=30) as client:
+        seen = client.run(tasks_seen)
+        names = {a: w["name"] for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+    by_name = {names[a]: tasks for a, tasks in seen.items()}
+    # The replacement declaring the GPU read the rows again; the CPU worker ran and
+    # fetched nothing (it held no partition XGBoost could have given it to train).
+    assert any("daskyard-read-" in key for key in by_name["gpu-0"]), by_name
+    assert by_name["worker-0"] == [], by_name["worker-0"][:10]
 
 
 def test_a_killed_jobs_training_stops_on_the_cluster(

@@ -26,7 +26,7 @@ from daskyard.artifacts import Timings, join_url, package_versions, stable_hash,
 from daskyard.checkpoints import CheckpointStore
 from daskyard.cluster import infrastructure_errors, scheduler_host
 from daskyard.config import DEFAULT_TRACKER_PORT, XGBoostJobConfig, resolved
-from daskyard.data import LoadedData, identity_settings, load_training_data
+from daskyard.data import LoadedData, held_to, identity_settings, load_training_data
 from daskyard.errors import ConfigError, DataError, InfrastructureError
 from daskyard.recovery import Recovery
 from daskyard.train.gpu_workers import gpu_placement
@@ -372,6 +372,22 @@ def train_xgboost(
     timings = Timings()
     params = training_params(config.xgboost.params)
     resource, gpu_workers = gpu_placement(client, params)
+    # On GPU workers, every task of the job: XGBoost trains on whichever worker holds
+    # a partition, and a CPU worker beside them must hold none (see held_to).
+    with held_to(resource):
+        return _train(config, client, params, resource, gpu_workers, timings, embedded, stream)
+
+
+def _train(
+    config: XGBoostJobConfig,
+    client: Client,
+    params: dict[str, Any],
+    resource: str | None,
+    gpu_workers: int,
+    timings: Timings,
+    embedded: bool,
+    stream: TextIO | None,
+) -> XGBoostResult:
     data = load_training_data(client, config.data, config.storage_options, resource=resource)
     check_params(params, len(data.columns.features), given=config.xgboost.params)
     check_labels(data, params)
