@@ -1,7 +1,7 @@
 """Load and validate tabular training data on the workers.
 
 Files are listed on the client (metadata only); schemas and rows are read by
-the workers. Every file (or block of a large Parquet file: ``row_groups``)
+the workers. Every file (or block of a Parquet file: ``row_groups``)
 becomes one partition of one dask DataFrame, so features and target always come
 from the same collection with the same partitions, and any problem can name the
 file it was found in.
@@ -27,7 +27,7 @@ from daskyard.artifacts import storage_failure, url_to_fs
 from daskyard.config import DataConfig
 from daskyard.errors import DataError
 from daskyard.placement import assign_files
-from daskyard.row_groups import file_count, in_blocks, split_block_url
+from daskyard.row_groups import RowGroups, file_count, groups_holding, in_blocks, split_block_url
 
 if TYPE_CHECKING:
     # Imported where a frame is built, not here: workers import this module for
@@ -173,11 +173,11 @@ def read_file_schema(url: str, fmt: str, storage_options: dict[str, Any]) -> dic
 
 def inspect_file(
     url: str, fmt: str, storage_options: dict[str, Any]
-) -> tuple[dict[str, str], tuple[int, ...]]:
-    """``read_file_schema``, and the uncompressed bytes of each of a Parquet file's row
-    groups from the same footer (none for CSV). Runs on a worker."""
+) -> tuple[dict[str, str], RowGroups]:
+    """``read_file_schema``, and the rows and uncompressed bytes of each of a Parquet
+    file's row groups, from the same footer (none for CSV). Runs on a worker."""
     arrow_types: dict[str, str] = {}
-    row_groups: tuple[int, ...] = ()
+    row_groups: RowGroups = ()
     try:
         with _open(url, storage_options) as handle:
             if fmt == "parquet":
@@ -186,7 +186,8 @@ def inspect_file(
                 parquet = pq.ParquetFile(handle)
                 footer = parquet.metadata
                 row_groups = tuple(
-                    footer.row_group(i).total_byte_size for i in range(footer.num_row_groups)
+                    (group.num_rows, group.total_byte_size)
+                    for group in map(footer.row_group, range(footer.num_row_groups))
                 )
                 schema = _decimals_as_float(parquet.schema_arrow)
                 empty = schema.empty_table().to_pandas()
@@ -299,12 +300,19 @@ def _read_parquet(url: str, storage_options: dict[str, Any], columns: list[str])
     """
     import pyarrow.parquet as pq
 
-    url, row_groups = split_block_url(url)  # a block of a large file: some row groups
+    url, rows = split_block_url(url)  # a block: a range of the file's rows
 
     def read(where: Any) -> Any:
-        if row_groups is None:
+        if rows is None:
             return pq.read_table(where, columns=columns)
-        return pq.ParquetFile(where).read_row_groups(row_groups, columns=columns)
+        parquet = pq.ParquetFile(where)
+        footer = parquet.metadata
+        counts = [footer.row_group(i).num_rows for i in range(footer.num_row_groups)]
+        first, last = rows
+        groups, start = groups_holding(counts, first, last)
+        # Whole row groups are read; a range within them keeps its rows (zero-copy).
+        table = parquet.read_row_groups(groups, columns=columns)
+        return table.slice(first - start, last - first + 1)
 
     if url.startswith("file://") or "://" not in url:
         table = read(url.removeprefix("file://"))
@@ -638,8 +646,8 @@ def _frame_from_source(
 
 def _inspect_files(
     client: Client, source: DataSource
-) -> tuple[list[tuple[str, dict[str, str]]], list[tuple[int, ...]]]:
-    """Each file's (URL, schema), and its row groups' sizes (``inspect_file``)."""
+) -> tuple[list[tuple[str, dict[str, str]]], list[RowGroups]]:
+    """Each file's (URL, schema), and its row groups (``inspect_file``)."""
     futures = client.map(
         inspect_file,
         list(source.files),
@@ -715,7 +723,8 @@ def plan_data(
     """List the files (client) and check their schemas (workers); DataError names the file.
 
     Parquet files over ``data.max_block_mb`` become several blocks (``row_groups``),
-    as many as a multiple of ``spread_over`` (the workers that hold a share each).
+    as many as a multiple of ``spread_over`` (the workers that hold a share each); a
+    source of fewer blocks than ``spread_over`` is cut for one on each of them.
     """
     max_bytes = data.max_block_mb * 2**20
     train_source = list_source(data.train, data.format, storage_options)
@@ -768,7 +777,8 @@ def _load(
     resource: str | None,
 ) -> LoadedData:
     # A large file is cut into a multiple of the workers' count of blocks: else 3
-    # blocks on 2 workers, say, and every round waits for the one holding two.
+    # blocks on 2 workers, say, and every round waits for the one holding two. Fewer
+    # files than workers are cut too: else a worker trains (or evaluates) on nothing.
     workers = len(worker_threads(client, resource))
     plan = plan_data(client, data, storage_options, numeric_target, spread_over=max(workers, 1))
     columns = plan.columns

@@ -1,4 +1,4 @@
-"""Large Parquet files as several blocks, each a run of whole row groups.
+"""Parquet files as several blocks, each a range of the file's rows.
 
 Every block of data is one partition (XGBoost) or one ``partial_fit`` (the
 incremental jobs), read whole by one worker. Were a file always one block, a
@@ -9,10 +9,18 @@ so a file whose row groups add up to more than ``data.max_block_mb``
 groups of about that size or less each. A row group is the smallest unit a
 Parquet reader reads alone, so a single larger one stays one block.
 
-A block is named by its file's URL with ``#row-groups=FIRST-LAST``: every
-consumer of a data source handles file URLs as opaque names, so a block goes
-wherever a file went (placement, caches, checkpoints' block order, messages),
-and only the reader (``data.read_partition``) looks inside.
+XGBoost also needs a partition on every worker: a data set of fewer blocks than
+workers (one small file, a single validation file) left the others training or
+evaluating on nothing, and XGBoost warned of each empty DMatrix. Its files are
+then cut into enough blocks, at row group boundaries where there are enough row
+groups, else into equal ranges of rows: each worker reads the row groups its
+range lies in and keeps its range (a second read of a small file, in parallel).
+
+A block is named by its file's URL with ``#rows=FIRST-LAST`` (inclusive, counted
+from the file's first row): every consumer of a data source handles file URLs as
+opaque names, so a block goes wherever a file went (placement, caches,
+checkpoints' block order, messages), and only the reader
+(``data.read_partition``) looks inside.
 """
 
 from __future__ import annotations
@@ -28,38 +36,53 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from daskyard.data import DataSource  # which reads blocks with split_block_url
 
-_SUFFIX = re.compile(r"#row-groups=(\d+)-(\d+)$")
+_SUFFIX = re.compile(r"#rows=(\d+)-(\d+)$")
+
+# A file's row groups as its footer records them: (rows, uncompressed bytes) each.
+RowGroups = Sequence[tuple[int, int]]
 
 
 def block_url(url: str, first: int, last: int) -> str:
-    """The name of row groups ``first`` to ``last`` (inclusive) of the file at ``url``."""
-    return f"{url}#row-groups={first}-{last}"
+    """The name of rows ``first`` to ``last`` (inclusive) of the file at ``url``."""
+    return f"{url}#rows={first}-{last}"
 
 
-def split_block_url(url: str) -> tuple[str, list[int] | None]:
-    """The file's URL and the row groups a block URL names (None: the whole file)."""
+def split_block_url(url: str) -> tuple[str, tuple[int, int] | None]:
+    """The file's URL and the rows a block URL names, (first, last) inclusive (None:
+    the whole file)."""
     match = _SUFFIX.search(url)
     if match is None:
         return url, None
-    return url[: match.start()], list(range(int(match[1]), int(match[2]) + 1))
+    return url[: match.start()], (int(match[1]), int(match[2]))
+
+
+def groups_holding(rows: Sequence[int], first: int, last: int) -> tuple[list[int], int]:
+    """The row groups (each of ``rows`` rows) that rows ``first`` to ``last`` lie in,
+    and the row those groups start at."""
+    starts = [0, *itertools.accumulate(rows)]
+    low = bisect.bisect_right(starts, first) - 1
+    high = bisect.bisect_right(starts, last) - 1
+    return list(range(low, min(high, len(rows) - 1) + 1)), starts[low]
 
 
 def runs(
-    row_group_bytes: Sequence[int], max_bytes: int, multiple: int = 1
+    row_group_bytes: Sequence[int], max_bytes: int, multiple: int = 1, at_least: int = 1
 ) -> list[tuple[int, int]]:
     """The file's row groups as consecutive runs, (first, last) inclusive, in file order.
 
     One run when the file is ``max_bytes`` or less. Else as few runs as keep each
     to about ``max_bytes``, rounded up to a multiple of ``multiple`` (one per XGBoost
     worker balances a single large file), cut at the row group boundaries nearest to
-    equal shares; never more runs than row groups.
+    equal shares. ``at_least`` runs in any case; never more runs than row groups.
     """
     count = len(row_group_bytes)
     total = sum(row_group_bytes)
-    if total <= max_bytes or count < 2:
+    wanted = 1
+    if total > max_bytes:
+        wanted = math.ceil(math.ceil(total / max_bytes) / multiple) * multiple
+    wanted = min(max(wanted, at_least), count)
+    if wanted < 2:
         return [(0, count - 1)] if count else []
-    wanted = math.ceil(total / max_bytes)
-    wanted = min(math.ceil(wanted / multiple) * multiple, count)
     ends = list(itertools.accumulate(row_group_bytes))  # bytes up to each boundary
     cuts: list[int] = []  # the first row group of each run after the first
     for share in range(1, wanted):
@@ -77,32 +100,55 @@ def runs(
     return [(start, end - 1) for start, end in zip(starts, [*cuts, count], strict=True)]
 
 
+def row_ranges(
+    row_groups: RowGroups, max_bytes: int, multiple: int = 1, at_least: int = 1
+) -> list[tuple[int, int]]:
+    """The rows of each block of one file, (first, last) inclusive, in file order: runs
+    of whole row groups (``runs``), or, where the file has fewer row groups than
+    ``at_least``, that many equal ranges of its rows (as many as it has rows, if fewer).
+    """
+    rows = [count for count, _ in row_groups]
+    starts = [0, *itertools.accumulate(rows)]
+    total = starts[-1]
+    cut = runs([size for _, size in row_groups], max_bytes, multiple, at_least)
+    if len(cut) >= at_least or total < 2:
+        return [(starts[first], starts[last + 1] - 1) for first, last in cut]
+    pieces = min(at_least, total)
+    bounds = [total * piece // pieces for piece in range(pieces + 1)]
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(pieces)]
+
+
 def in_blocks(
     source: DataSource,
-    row_group_bytes: Sequence[Sequence[int]],
+    row_groups: Sequence[RowGroups],
     max_bytes: int,
     multiple: int = 1,
 ) -> DataSource:
     """``source`` with each file over ``max_bytes`` replaced by its blocks (``runs``),
-    in place.
+    in place; and, when that leaves fewer blocks than ``multiple`` (XGBoost's workers),
+    each file cut into enough blocks for one on every worker.
 
-    ``row_group_bytes``: each file's row groups' uncompressed sizes (empty for CSV).
-    A block's listed size is its share of the file's listed size, so that placement
-    weighs blocks and whole files in the same unit (bytes as stored).
+    ``row_groups``: each file's row groups, (rows, uncompressed bytes) each; empty for
+    CSV, which is never cut. A block's listed size is its share of the file's listed
+    size by rows, so that placement weighs blocks and whole files in the same unit
+    (bytes as stored).
     """
     listed = source.sizes or (0,) * len(source.files)
+    ranges = [row_ranges(groups, max_bytes, multiple) for groups in row_groups]
+    if source.files and sum(max(len(r), 1) for r in ranges) < multiple:
+        at_least = math.ceil(multiple / len(source.files))
+        ranges = [row_ranges(groups, max_bytes, multiple, at_least) for groups in row_groups]
     files: list[str] = []
     sizes: list[int] = []
-    for url, size, groups in zip(source.files, listed, row_group_bytes, strict=True):
-        cut = runs(groups, max_bytes, multiple)
-        if len(cut) < 2:
+    for url, size, blocks in zip(source.files, listed, ranges, strict=True):
+        if len(blocks) < 2:
             files.append(url)
             sizes.append(size)
             continue
-        total = sum(groups) or 1
-        for first, last in cut:
+        total = blocks[-1][1] + 1
+        for first, last in blocks:
             files.append(block_url(url, first, last))
-            sizes.append(round(size * sum(groups[first : last + 1]) / total))
+            sizes.append(round(size * (last - first + 1) / total))
     if len(files) == len(source.files):
         return source
     return replace(source, files=tuple(files), sizes=tuple(sizes) if source.sizes else ())

@@ -43,18 +43,23 @@ def test_one_large_file_and_three_small_ones_split_evenly(dask_cluster, tmp_path
     assert sorted(rows.values()) == [30_000, 30_000]
 
 
-def test_a_single_large_parquet_file_is_held_in_equal_blocks_by_both_workers(
-    dask_cluster, tmp_path
+@pytest.mark.parametrize("row_group_size", [2_500, 40_000], ids=["16-groups", "one-group"])
+def test_a_single_parquet_file_is_held_in_equal_blocks_by_both_workers(
+    dask_cluster, tmp_path, row_group_size
 ):
-    """One file was one partition: one worker held (and trained on) every row."""
+    """One file was one partition: one worker held (and trained on) every row, and
+    XGBoost warned that the other had an empty DMatrix. Large or small, it is now
+    cut into a block for each worker: at a row group boundary, or within its one
+    row group."""
     path = tmp_path / "one.parquet"
-    classification_frame(40_000, seed=6).to_parquet(path, index=False, row_group_size=2_500)
+    frame = classification_frame(40_000, seed=6)
+    frame.to_parquet(path, index=False, row_group_size=row_group_size)
     with Client(dask_cluster.address) as client:
         assert len(worker_threads(client)) == 2
-        whole = rows_by_worker(client, path)
-        cut = rows_by_worker(client, path, max_block_mb=1)  # the file is 1.6 MiB
-    assert sorted(whole.values()) == [40_000]
-    assert sorted(cut.values()) == [20_000, 20_000]
+        small = rows_by_worker(client, path)
+        large = rows_by_worker(client, path, max_block_mb=1)  # the file is 1.6 MiB
+    assert sorted(small.values()) == [20_000, 20_000]
+    assert sorted(large.values()) == [20_000, 20_000]
 
 
 def test_a_header_only_csv_file_does_not_leave_a_worker_empty(dask_cluster, tmp_path):

@@ -1,4 +1,5 @@
-"""Large Parquet files, read as blocks of whole row groups (daskyard.row_groups)."""
+"""Parquet files read as blocks: large files as runs of whole row groups, and for
+XGBoost, fewer files than workers as a block for each (daskyard.row_groups)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,32 @@ def test_xgboost_trains_one_file_on_both_workers(dask_cluster, one_file, tmp_pat
     assert (train["files"], train["blocks"]) == (1, 2)
 
 
+def test_xgboost_gives_every_worker_a_block_of_a_single_validation_file(tmp_path):
+    """Two training files and one small validation file (one row group): one worker
+    evaluated every validation row while XGBoost warned of the other's empty DMatrix
+    (embedded, its workers are threads of the job: their warnings are its stderr)."""
+    train = tmp_path / "train"
+    train.mkdir()
+    frame = classification_frame(10_000, seed=9)
+    for index, half in enumerate((frame.iloc[:5_000], frame.iloc[5_000:])):
+        half.to_parquet(train / f"part-{index}.parquet", index=False)
+    valid = tmp_path / "valid.parquet"
+    classification_frame(3_000, seed=10).to_parquet(valid, index=False)
+    out = tmp_path / "out"
+    result = run_cli(
+        *("train", "xgboost", "--train", str(train), "--validation", str(valid)),
+        *("--target", "label", "--rounds", "5", "--param", "objective=binary:logistic"),
+        *("--output", str(out), "--local-workers", "2"),
+    )
+    assert_trains_or_refuses(result, out, 0, "")
+    assert "empty DMatrix" not in result.stdout + result.stderr
+    assert "Empty dataset" not in result.stderr
+    sources = json.loads((out / "manifest.json").read_text())["data"]["sources"]
+    assert [(s["files"], s["blocks"]) for s in sources] == [(2, 2), (1, 2)]
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    assert rows == {"train": 10_000, "validation": 3_000}
+
+
 def test_a_search_holds_out_blocks_of_a_single_file(dask_cluster, one_file, tmp_path):
     """A single file was refused: a search without --validation holds out whole files."""
     out = tmp_path / "search"
@@ -80,7 +107,8 @@ def test_blocks_of_a_file_in_object_storage_read_back_its_rows(s3_server, tmp_pa
     options = s3_server.storage_options
     source = list_source(url, "parquet", options)
     dtypes, row_groups = inspect_file(url, "parquet", options)
-    blocks = in_blocks(source, [row_groups], max_bytes=sum(row_groups) // 3, multiple=2)
+    total = sum(size for _, size in row_groups)
+    blocks = in_blocks(source, [row_groups], max_bytes=total // 3, multiple=2)
     assert len(blocks.files) == 4 and blocks.fingerprint == source.fingerprint
     plan = plan_columns([(url, dtypes)], "label", None, [], True, True)
     parts = [

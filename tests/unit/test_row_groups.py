@@ -1,4 +1,5 @@
-"""Large Parquet files as blocks of whole row groups (daskyard.row_groups)."""
+"""Parquet files as blocks of rows: runs of whole row groups, or ranges of rows
+(daskyard.row_groups)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import pytest
 
 from daskyard.config import DataConfig, IncrementalConfig, IncrementalJobConfig
 from daskyard.data import DataPlan, DataSource, inspect_file, plan_columns, read_partition
-from daskyard.row_groups import block_url, file_count, in_blocks, runs, split_block_url
+from daskyard.row_groups import (
+    block_url,
+    file_count,
+    groups_holding,
+    in_blocks,
+    row_ranges,
+    runs,
+    split_block_url,
+)
 from daskyard.train.incremental import run_identity
 from tests.conftest import classification_frame
 
@@ -32,10 +41,60 @@ def test_runs_cover_every_row_group_once_in_order(sizes, max_bytes, multiple, ex
     assert [i for first, last in found for i in range(first, last + 1)] == list(range(len(sizes)))
 
 
-def test_block_urls_name_their_row_groups_and_plain_urls_name_none():
+@pytest.mark.parametrize(
+    ("sizes", "at_least", "expected"),
+    [
+        ([16] * 4, 2, [(0, 1), (2, 3)]),  # within the limit, cut for at least 2
+        ([16] * 4, 3, [(0, 0), (1, 2), (3, 3)]),  # cuts nearest the thirds
+        ([16], 2, [(0, 0)]),  # one row group: runs can do no more
+        ([16] * 20, 1, [(0, 19)]),
+    ],
+)
+def test_runs_make_at_least_as_many_as_asked_where_row_groups_allow(sizes, at_least, expected):
+    found = runs(sizes, 1000, 1, at_least)
+    assert found == expected
+    assert [i for first, last in found for i in range(first, last + 1)] == list(range(len(sizes)))
+
+
+def test_block_urls_name_their_rows_and_plain_urls_name_none():
     url = "s3://bucket/data/part #1.parquet"
-    assert split_block_url(block_url(url, 3, 5)) == (url, [3, 4, 5])
+    assert block_url(url, 300, 599) == f"{url}#rows=300-599"
+    assert split_block_url(block_url(url, 300, 599)) == (url, (300, 599))
     assert split_block_url(url) == (url, None)
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "expected"),
+    [
+        (0, 99, ([0], 0)),
+        (100, 349, ([1, 2], 100)),  # across a boundary
+        (120, 130, ([1], 100)),  # inside one group
+        (250, 399, ([2, 3], 250)),
+    ],
+)
+def test_a_range_of_rows_lies_in_the_row_groups_that_hold_it(first, last, expected):
+    assert groups_holding([100, 150, 100, 50], first, last) == expected
+
+
+@pytest.mark.parametrize(
+    ("groups", "at_least", "expected"),
+    [
+        ([(1000, 16)], 1, [(0, 999)]),  # nothing to cut: the whole file
+        ([(1000, 16)], 2, [(0, 499), (500, 999)]),  # one row group: equal ranges of rows
+        ([(1000, 16)], 3, [(0, 332), (333, 665), (666, 999)]),
+        ([(600, 8), (400, 8)], 2, [(0, 599), (600, 999)]),  # row groups allow: whole ones
+        ([(600, 8), (400, 8)], 3, [(0, 332), (333, 665), (666, 999)]),
+        ([(2, 16)], 4, [(0, 0), (1, 1)]),  # never more blocks than rows
+        ([(1, 16)], 2, [(0, 0)]),
+        ([], 2, []),  # CSV: no row groups known, never cut
+    ],
+)
+def test_row_ranges_cover_every_row_once(groups, at_least, expected):
+    found = row_ranges(groups, 1000, 1, at_least)
+    assert found == expected
+    rows = sum(count for count, _ in groups)
+    if found:
+        assert [r for first, last in found for r in range(first, last + 1)] == list(range(rows))
 
 
 def test_only_large_files_are_cut_and_sizes_are_shared_out():
@@ -47,17 +106,47 @@ def test_only_large_files_are_cut_and_sizes_are_shared_out():
         storage_options={},
         sizes=(1000, 50, 30),
     )
-    cut = in_blocks(source, [(300, 100, 100, 300), (40,), ()], max_bytes=500)
+    a_groups = [(30, 300), (10, 100), (10, 100), (30, 300)]
+    cut = in_blocks(source, [a_groups, [(4, 40)], ()], max_bytes=500)
     assert cut.files == (
-        "data/a.parquet#row-groups=0-1",
-        "data/a.parquet#row-groups=2-3",
+        "data/a.parquet#rows=0-39",
+        "data/a.parquet#rows=40-79",
         "data/b.parquet",
         "data/c.csv",
     )
-    assert cut.sizes == (500, 500, 50, 30)  # the file's bytes as stored, by share
+    assert cut.sizes == (500, 500, 50, 30)  # the file's bytes as stored, by share of rows
     assert cut.fingerprint == source.fingerprint  # the same data: a rerun knows it
     assert file_count(cut) == 3
-    assert in_blocks(source, [(300,), (40,), ()], max_bytes=500) is source
+    assert in_blocks(source, [[(30, 300)], [(4, 40)], ()], max_bytes=500) is source
+
+
+@pytest.mark.parametrize(
+    ("files", "workers", "blocks"),
+    [
+        (1, 2, 2),  # one small file, two workers: a block each
+        (1, 1, 1),  # one worker: nothing to spread
+        (2, 2, 2),  # a file each already
+        (3, 4, 6),  # too few: each file in 2, so no worker is left without
+        (5, 4, 5),
+    ],
+)
+def test_fewer_files_than_workers_are_cut_for_a_block_on_each(files, workers, blocks):
+    source = DataSource(
+        url="d/",
+        files=tuple(f"d/{i}.parquet" for i in range(files)),
+        format="parquet",
+        fingerprint="f",
+        storage_options={},
+        sizes=(100,) * files,
+    )
+    cut = in_blocks(source, [[(1000, 8)]] * files, max_bytes=1000, multiple=workers)
+    assert len(cut.files) == blocks
+    assert file_count(cut) == files
+
+
+def test_a_csv_source_is_never_cut_even_for_the_workers():
+    source = DataSource("d/", ("d/a.csv",), "csv", "f", {}, (100,))
+    assert in_blocks(source, [()], max_bytes=1000, multiple=2) is source
 
 
 def test_the_blocks_of_a_file_read_back_its_rows_in_order(tmp_path):
@@ -65,9 +154,10 @@ def test_the_blocks_of_a_file_read_back_its_rows_in_order(tmp_path):
     path = tmp_path / "one.parquet"
     frame.to_parquet(path, index=False, row_group_size=1_000)
     dtypes, row_groups = inspect_file(str(path), "parquet", {})
-    assert len(row_groups) == 10 and all(size > 0 for size in row_groups)
+    assert len(row_groups) == 10 and all(rows == 1_000 and size > 0 for rows, size in row_groups)
     source = DataSource(str(path), (str(path),), "parquet", "f", {}, (path.stat().st_size,))
-    blocks = in_blocks(source, [row_groups], max_bytes=sum(row_groups) // 3, multiple=2)
+    total = sum(size for _, size in row_groups)
+    blocks = in_blocks(source, [row_groups], max_bytes=total // 3, multiple=2)
     assert len(blocks.files) == 4
     plan = plan_columns([(str(path), dtypes)], "label", None, [], True, True)
     parts = [
@@ -75,6 +165,30 @@ def test_the_blocks_of_a_file_read_back_its_rows_in_order(tmp_path):
         for index, url in enumerate(blocks.files)
     ]
     assert sorted(len(part) for part in parts) == [2_000, 2_000, 3_000, 3_000]  # 10 groups / 4
+    back = pd.concat(parts, ignore_index=True)
+    pd.testing.assert_frame_equal(back, frame.astype(back.dtypes.to_dict()), check_like=True)
+
+
+@pytest.mark.parametrize("row_group_size", [10_000, 6_000], ids=["one-group", "two-groups"])
+def test_ranges_of_rows_read_back_the_files_rows_in_order(tmp_path, row_group_size):
+    """Fewer row groups than blocks wanted: equal ranges of rows, some inside a row
+    group and one across the boundary between two."""
+    frame = classification_frame(10_000, features=5, seed=6)
+    path = tmp_path / "small.parquet"
+    frame.to_parquet(path, index=False, row_group_size=row_group_size)
+    dtypes, row_groups = inspect_file(str(path), "parquet", {})
+    source = DataSource(str(path), (str(path),), "parquet", "f", {}, (path.stat().st_size,))
+    blocks = in_blocks(source, [row_groups], max_bytes=2**30, multiple=3)
+    assert [url.rpartition("#")[2] for url in blocks.files] == [
+        "rows=0-3332",
+        "rows=3333-6665",
+        "rows=6666-9999",
+    ]
+    plan = plan_columns([(str(path), dtypes)], "label", None, [], True, True)
+    parts = [
+        read_partition(url, index, "parquet", {}, plan, None)
+        for index, url in enumerate(blocks.files)
+    ]
     back = pd.concat(parts, ignore_index=True)
     pd.testing.assert_frame_equal(back, frame.astype(back.dtypes.to_dict()), check_like=True)
 
@@ -88,7 +202,7 @@ def test_a_run_id_follows_the_blocks_not_the_setting():
     max_block_mb says (and the id it had before the setting existed): a retried pod
     on an upgraded image resumes. Blocks made from a large file change it."""
     whole = DataSource("d/", ("d/a.parquet", "d/b.parquet"), "parquet", "f", {}, (10, 10))
-    cut = in_blocks(whole, [(6, 4), ()], max_bytes=8)
+    cut = in_blocks(whole, [[(6, 6), (4, 4)], ()], max_bytes=8)
     assert _plan(whole).layout == _plan(whole).fingerprint
     assert _plan(cut).layout != _plan(whole).layout
 
