@@ -147,6 +147,28 @@ def start_process_cluster(
     return cluster
 
 
+def add_gpu_worker(cluster: ProcessCluster, nthreads: int = 1) -> None:
+    """A worker named gpu-0 declaring ``--resources GPU=1`` (as the chart's GPU worker
+    group does), under a nanny; returns once the scheduler lists it."""
+    assert cluster.logs is not None
+    cluster.processes.append(
+        spawn(
+            [
+                str(BIN / "dask"),
+                *("worker", cluster.address, "--nthreads", str(nthreads)),
+                *("--memory-limit", "2GiB", "--name", "gpu-0", "--no-dashboard"),
+                *("--host", "127.0.0.1", "--resources", "GPU=1"),
+            ],
+            dict(os.environ),
+            cluster.logs / "gpu-0.log",
+        )
+    )
+    from distributed import Client
+
+    with Client(cluster.address, timeout=30) as client:
+        client.wait_for_workers(len(cluster.processes) - 1, timeout=60)
+
+
 @pytest.fixture(scope="session")
 def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
     """One scheduler and two single-threaded workers, shared by the session's tests."""

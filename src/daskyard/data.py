@@ -852,10 +852,11 @@ def held_to(resource: str | None) -> Iterator[None]:
     ``resource`` (none: no restriction): the reads, the checks over the rows, the
     persists, and XGBoost's own matrices, training and predictions.
 
-    Restricting the reads alone was not enough. An unrestricted check over the rows
-    could run on a CPU worker, which then fetched partitions and held copies of them
-    (seen in a test: 16 reads fetched). XGBoost gives each partition to the first
-    worker that holds it, so that CPU worker could train, on a mix XGBoost fails on.
+    Restricting the reads alone was not enough: the checks over the rows and
+    XGBoost's own partition tasks ran on the CPU worker beside a GPU worker too,
+    fetching copies of the rows (every run, here and on an H200). XGBoost gives
+    each partition to the first worker holding it, so that CPU worker could train,
+    on the CPU beside the GPUs: a mix XGBoost failed on (seen on an H200).
     distributed applies these annotations to every graph the client sends; the
     dataframe collections' warning that they would be ignored is wrong here.
     """

@@ -9,7 +9,6 @@ machine can show; the H200 check (README) trained on the GPU.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from distributed import Client, wait
@@ -17,10 +16,9 @@ from distributed import Client, wait
 from daskyard.config import DataConfig
 from daskyard.data import load_training_data
 from tests.conftest import (
-    BIN,
+    add_gpu_worker,
     classification_frame,
     run_cli,
-    spawn,
     start_process_cluster,
     stop_processes,
     write_files,
@@ -34,20 +32,7 @@ def mixed_cluster(tmp_path_factory):
     logs = tmp_path_factory.mktemp("mixed-cluster")
     cluster = start_process_cluster(logs, n_workers=2)
     try:
-        cluster.processes.append(
-            spawn(
-                [
-                    str(BIN / "dask"),
-                    *("worker", cluster.address, "--nthreads", "2", "--memory-limit", "2GiB"),
-                    *("--name", "gpu-0", "--no-dashboard", "--host", "127.0.0.1"),
-                    *("--resources", "GPU=1"),
-                ],
-                dict(os.environ),
-                logs / "gpu-0.log",
-            )
-        )
-        with Client(cluster.address, timeout=30) as client:
-            client.wait_for_workers(3, timeout=60)
+        add_gpu_worker(cluster, nthreads=2)
         yield cluster
     finally:
         stop_processes(cluster.processes)

@@ -26,13 +26,12 @@ import yaml
 
 from daskyard.checkpoints import MANIFEST_SUFFIX
 from tests.conftest import (
-    BIN,
     DASKYARD,
     ProcessCluster,
+    add_gpu_worker,
     classification_frame,
     free_port,
     run_cli,
-    spawn,
     start_process_cluster,
     stop_processes,
     write_config,
@@ -194,32 +193,14 @@ def gpu_cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
     """A CPU worker that sees no GPU beside one declaring ``GPU=1`` (the chart's GPU
     worker group), both under nannies. Without a GPU XGBoost trains on the CPU there;
     on a GPU machine (the H200 check, README) this is the real mix."""
-    logs = tmp_path / "logs"
-    cluster = start_process_cluster(logs, n_workers=1, worker_env={"CUDA_VISIBLE_DEVICES": ""})
+    cluster = start_process_cluster(
+        tmp_path / "logs", n_workers=1, worker_env={"CUDA_VISIBLE_DEVICES": ""}
+    )
     try:
-        cluster.processes.append(
-            spawn(
-                [
-                    str(BIN / "dask"),
-                    *("worker", cluster.address, "--nthreads", "1", "--memory-limit", "2GiB"),
-                    *("--name", "gpu-0", "--no-dashboard", "--host", "127.0.0.1"),
-                    *("--resources", "GPU=1"),
-                ],
-                dict(os.environ),
-                logs / "gpu-0.log",
-            )
-        )
-        wait_for_workers(cluster.address, 2)
+        add_gpu_worker(cluster)
         yield cluster
     finally:
         stop_processes(cluster.processes)
-
-
-def wait_for_workers(address: str, count: int) -> None:
-    from distributed import Client
-
-    with Client(address, timeout=30) as client:
-        client.wait_for_workers(count, timeout=60)
 
 
 def test_a_gpu_job_survives_losing_its_gpu_worker_and_resumes_on_its_replacement(
