@@ -71,9 +71,9 @@ class DataConfig(StrictModel):
     max_block_mb: int = Field(
         128,
         gt=0,
-        description="Parquet files larger than this (MiB, uncompressed) are read as several "
-        "blocks of whole row groups, each about this size or less: one block is one "
-        "partition, or one partial_fit, held by one worker",
+        description="Files larger than this (MiB; Parquet uncompressed, CSV on disk) are "
+        "read as several blocks, each about this size or less (Parquet: of whole row "
+        "groups): one block is one partition, or one partial_fit, held by one worker",
     )
     # NumPy's generators take no negative seed.
     seed: int = Field(42, ge=0, lt=2**63)

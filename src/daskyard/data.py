@@ -1,7 +1,7 @@
 """Load and validate tabular training data on the workers.
 
 Files are listed on the client (metadata only); schemas and rows are read by
-the workers. Every file (or block of a Parquet file: ``row_groups``)
+the workers. Every file (or block of a file: ``file_blocks``)
 becomes one partition of one dask DataFrame, so features and target always come
 from the same collection with the same partitions, and any problem can name the
 file it was found in.
@@ -9,11 +9,13 @@ file it was found in.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import posixpath
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -26,8 +28,16 @@ from distributed import Client, Future
 from daskyard.artifacts import storage_failure, url_to_fs
 from daskyard.config import DataConfig
 from daskyard.errors import DataError
+from daskyard.file_blocks import (
+    RowGroups,
+    Span,
+    file_count,
+    file_positions,
+    groups_holding,
+    in_blocks,
+    split_block_url,
+)
 from daskyard.placement import assign_files
-from daskyard.row_groups import RowGroups, file_count, groups_holding, in_blocks, split_block_url
 
 if TYPE_CHECKING:
     # Imported where a frame is built, not here: workers import this module for
@@ -272,21 +282,62 @@ def read_partition(
     plan: ColumnPlan,
     split: tuple[int, float] | None,
 ) -> pd.DataFrame:
-    """Read one file into the partition's frame, validating as it goes. Runs on a worker."""
+    """Read one file (or block) into the partition's frame, validating as it goes; the
+    file's ``index`` in its source draws its validation rows (``split_draws``). Runs on
+    a worker."""
     columns = [*plan.features, plan.target]
     try:
         if source_format == "parquet":
             frame = _read_parquet(url, storage_options, columns)
         else:
-            with _open(url, storage_options) as handle:
-                # pyarrow's parser is faster and, unlike pandas' with usecols, rejects
-                # rows with more fields than the header.
-                frame = pd.read_csv(handle, usecols=columns, engine="pyarrow")
+            frame = _read_csv(url, storage_options, columns)
     except Exception as exc:
         raise DataError(
             f"cannot read '{url}' as {source_format}: {_reason(exc)}; replace or remove the file"
         ) from None
-    return prepare_partition(frame, url, index, plan, split)
+    rows_before = functools.partial(_rows_before, url, source_format, storage_options)
+    return prepare_partition(frame, url, index, plan, split, rows_before)
+
+
+def _rows_before(url: str, source_format: str, storage_options: dict[str, Any]) -> int:
+    """The file's data rows before a block's first (0 for a whole file): for the row
+    numbers of its error messages, so they count from the file's start.
+
+    A CSV block's are counted in the bytes before it, read for a message only: the
+    lines before the first line break at or past its first byte (read_block's cut),
+    but for the header.
+    """
+    file_url, span = split_block_url(url)
+    if span is None:
+        return 0
+    if source_format == "parquet":
+        return span.first
+    breaks, left = 0, span.first
+    with _open(file_url, storage_options) as handle:
+        while left > 0 and (chunk := handle.read(min(left, 2**24))):
+            breaks += chunk.count(b"\n")
+            left -= len(chunk)
+    return breaks
+
+
+def _read_csv(url: str, storage_options: dict[str, Any], columns: list[str]) -> pd.DataFrame:
+    """The columns of one CSV file, or of a block of it (a range of its bytes)."""
+    url, span = split_block_url(url)
+    with _open(url, storage_options) as handle:
+        data = handle if span is None else io.BytesIO(_csv_lines(handle, span))
+        # pyarrow's parser is faster and, unlike pandas' with usecols, rejects rows
+        # with more fields than the header.
+        return pd.read_csv(data, usecols=columns, engine="pyarrow")
+
+
+def _csv_lines(handle: Any, span: Span) -> bytes:
+    """The file's header and the lines that start inside the span: a line a span
+    starts within is the previous block's, the one it ends within is this one's."""
+    from fsspec.utils import read_block
+
+    header = handle.readline()
+    lines = read_block(handle, span.first, span.last - span.first + 1, delimiter=b"\n")
+    return lines if span.first == 0 else header + lines
 
 
 def _read_parquet(url: str, storage_options: dict[str, Any], columns: list[str]) -> pd.DataFrame:
@@ -300,15 +351,15 @@ def _read_parquet(url: str, storage_options: dict[str, Any], columns: list[str])
     """
     import pyarrow.parquet as pq
 
-    url, rows = split_block_url(url)  # a block: a range of the file's rows
+    url, span = split_block_url(url)  # a block: a range of the file's rows
 
     def read(where: Any) -> Any:
-        if rows is None:
+        if span is None:
             return pq.read_table(where, columns=columns)
         parquet = pq.ParquetFile(where)
         footer = parquet.metadata
         counts = [footer.row_group(i).num_rows for i in range(footer.num_row_groups)]
-        first, last = rows
+        first, last = span.first, span.last
         groups, start = groups_holding(counts, first, last)
         # Whole row groups are read; a range within them keeps its rows (zero-copy).
         table = parquet.read_row_groups(groups, columns=columns)
@@ -328,19 +379,24 @@ def prepare_partition(
     index: int,
     plan: ColumnPlan,
     split: tuple[int, float] | None,
+    rows_before: Callable[[], int] = lambda: 0,
 ) -> pd.DataFrame:
-    """Check one partition's columns and values; cast features; mark validation rows."""
+    """Check one partition's columns and values; cast features; mark validation rows.
+
+    ``rows_before``: the file's rows before this partition's first (a block's), for
+    the row numbers in messages; called only for a message.
+    """
     for column in [*plan.features, plan.target]:
         expected = plan.file_dtypes[column]
         if column in plan.categorical:
             continue
         actual = str(frame[column].dtype)
         if _kind(actual) != _kind(expected) and not (len(frame) == 0):
-            raise DataError(_type_changed(frame[column], column, url, expected))
+            raise DataError(_type_changed(frame[column], column, url, expected, rows_before))
     target = frame[plan.target]
     missing = target.isna()
     if missing.any():
-        first = int(np.flatnonzero(missing.to_numpy())[0])
+        first = int(np.flatnonzero(missing.to_numpy())[0]) + rows_before()
         raise DataError(
             f"target column '{plan.target}' has {int(missing.sum())} missing values in '{url}' "
             f"(first at row {first}): drop or fill those rows"
@@ -354,7 +410,7 @@ def prepare_partition(
     with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: inf, below
         for row, column in enumerate(numeric):
             values[row] = frame[column].to_numpy(dtype=FEATURE_DTYPE, na_value=np.nan)
-    _check_features(values, numeric, frame, url, plan.missing_features_allowed)
+    _check_features(values, numeric, frame, url, plan.missing_features_allowed, rows_before)
     out = pd.DataFrame(values.T, columns=numeric, index=pd.RangeIndex(len(frame)), copy=False)
     if len(numeric) < len(plan.features):
         for column in plan.categorical:
@@ -367,17 +423,38 @@ def prepare_partition(
     else:
         labels = target.to_numpy()
     if labels.dtype.kind == "f":
-        _check_target(labels, plan.target, frame, url)
+        _check_target(labels, plan.target, frame, url, rows_before)
     out[plan.target] = labels
     if split is not None:
         seed, fraction = split
-        # Seeded per file, so the split is the same whatever the cluster looks like.
-        rng = np.random.default_rng([seed, index])
-        out[SPLIT_COLUMN] = rng.random(len(out)) < fraction
+        out[SPLIT_COLUMN] = split_draws(seed, index, url, len(out)) < fraction
     return out
 
 
-def _type_changed(values: pd.Series, column: str, url: str, expected: str) -> str:
+def split_draws(seed: int, index: int, url: str, rows: int) -> np.ndarray:
+    """The uniform draws that hold a block's rows out for validation (those below the
+    fraction): the same rows on every run, whatever the cluster looks like.
+
+    Each file has its own stream, seeded by its position in its source (``index``,
+    see ``file_blocks.file_positions``), and a block of a Parquet file takes the
+    stream from its first row on (PCG64 jumps there): a file holds out the same rows
+    however it is cut, whole or into as many blocks as XGBoost has workers. A CSV
+    block cannot know its first row without reading the bytes before it: its stream
+    is its own, seeded by its first byte too, and CSV blocks follow the files' sizes
+    alone, never the workers (``file_blocks.in_blocks``).
+    """
+    _, span = split_block_url(url)
+    if span is not None and span.unit == "bytes":
+        return np.random.default_rng([seed, index, span.first]).random(rows)
+    rng = np.random.default_rng([seed, index])
+    if span is not None:
+        rng.bit_generator.advance(span.first)  # one 64-bit draw per row's double
+    return rng.random(rows)
+
+
+def _type_changed(
+    values: pd.Series, column: str, url: str, expected: str, rows_before: Callable[[], int]
+) -> str:
     """A column of another type than its schema: for a CSV file, typed from its first
     rows, most often a value further down that is not a number."""
     if _kind(expected) == "numeric":
@@ -385,9 +462,10 @@ def _type_changed(values: pd.Series, column: str, url: str, expected: str) -> st
         numbers = pd.to_numeric(values, errors="coerce").notna().to_numpy()
         bad = np.flatnonzero(present & ~numbers)
         if len(bad):
-            row = int(bad[0])
+            value = values.iloc[int(bad[0])]
+            row = int(bad[0]) + rows_before()
             return (
-                f"column '{column}' in '{url}' holds {values.iloc[row]!r} in data row {row + 1} "
+                f"column '{column}' in '{url}' holds {value!r} in data row {row + 1} "
                 f"(line {row + 2} of a CSV), not a number, where the data set's schema has "
                 f"{expected}: fix or drop those rows"
             )
@@ -410,7 +488,13 @@ def _suspect_rows(matrix: np.ndarray) -> np.ndarray:
         return np.flatnonzero(~np.isfinite(matrix.sum(axis=1)))
 
 
-def _check_target(labels: np.ndarray, column: str, frame: pd.DataFrame, url: str) -> None:
+def _check_target(
+    labels: np.ndarray,
+    column: str,
+    frame: pd.DataFrame,
+    url: str,
+    rows_before: Callable[[], int],
+) -> None:
     """A float target must be finite: the trainers tell scikit-learn that every
     value was checked (BlockSpec.checked_finite), and XGBoost rejects inf."""
     if not len(_suspect_rows(labels[np.newaxis])):
@@ -420,8 +504,8 @@ def _check_target(labels: np.ndarray, column: str, frame: pd.DataFrame, url: str
         row = int(bad[0])
         raise DataError(
             f"target column '{column}' in '{url}' holds an infinite or too large value "
-            f"(first at row {row}: {frame[column].iloc[row]!r}); targets must be finite "
-            "numbers: drop or fix those rows"
+            f"(first at row {row + rows_before()}: {frame[column].iloc[row]!r}); targets must "
+            "be finite numbers: drop or fix those rows"
         )
 
 
@@ -431,6 +515,7 @@ def _check_features(
     frame: pd.DataFrame,
     url: str,
     missing_allowed: bool,
+    rows_before: Callable[[], int],
 ) -> None:
     """The first bad feature column, in column order, names the file, column and row.
 
@@ -449,14 +534,15 @@ def _check_features(
     if missing:
         row = int(np.flatnonzero(np.isnan(values))[0])
         raise DataError(
-            f"feature column '{column}' in '{url}' has missing values (first at row {row}); "
+            f"feature column '{column}' in '{url}' has missing values (first at row "
+            f"{row + rows_before()}); "
             "this estimator cannot learn from them: fill or drop those rows"
         )
     row = int(np.flatnonzero(np.isinf(values))[0])
     raise DataError(
         f"feature column '{column}' in '{url}' holds an infinite or too large value "
-        f"(first at row {row}: {frame[column].iloc[row]!r}); features must be finite "
-        "float32 numbers (missing values may be empty/NaN)"
+        f"(first at row {row + rows_before()}: {frame[column].iloc[row]!r}); features must "
+        "be finite float32 numbers (missing values may be empty/NaN)"
     )
 
 
@@ -633,7 +719,7 @@ def _frame_from_source(
     return dd.from_map(
         read_partition,
         list(source.files),
-        list(range(len(source.files))),
+        file_positions(source.files),
         source_format=source.format,
         storage_options=source.storage_options,
         plan=plan,
@@ -722,7 +808,7 @@ def plan_data(
 ) -> DataPlan:
     """List the files (client) and check their schemas (workers); DataError names the file.
 
-    Parquet files over ``data.max_block_mb`` become several blocks (``row_groups``),
+    Files over ``data.max_block_mb`` become several blocks (``file_blocks``),
     as many as a multiple of ``spread_over`` (the workers that hold a share each); a
     source of fewer blocks than ``spread_over`` is cut for one on each of them.
     """
@@ -929,10 +1015,12 @@ def spread_reads(
             plan,
             split,
             pure=False,
-            key=f"daskyard-read-{uuid.uuid4().hex}-{index}",
+            key=f"daskyard-read-{uuid.uuid4().hex}-{block}",
             **placed,
         )
-        for index, (url, placed) in enumerate(zip(source.files, placements, strict=True))
+        for block, (url, index, placed) in enumerate(
+            zip(source.files, file_positions(source.files), placements, strict=True)
+        )
     ]
 
 

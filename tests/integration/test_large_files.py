@@ -1,5 +1,6 @@
-"""Parquet files read as blocks: large files as runs of whole row groups, and for
-XGBoost, fewer files than workers as a block for each (daskyard.row_groups)."""
+"""Files read as blocks: large Parquet files as runs of whole row groups, large CSV
+files as ranges of bytes, and for XGBoost, fewer files than workers as a block for
+each (daskyard.file_blocks)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from daskyard.data import inspect_file, list_source, plan_columns, read_partition
-from daskyard.row_groups import in_blocks
+from daskyard.file_blocks import in_blocks
 from tests.conftest import assert_trains_or_refuses, classification_frame, run_cli, write_config
 
 pytestmark = pytest.mark.integration
@@ -86,33 +87,55 @@ def test_a_search_holds_out_blocks_of_a_single_file(dask_cluster, one_file, tmp_
     assert blocks == 2
 
 
-def test_an_incremental_job_streams_one_file_in_blocks(dask_cluster, one_file, tmp_path):
+@pytest.fixture(scope="module")
+def one_csv_file(tmp_path_factory):
+    """The same rows as one 3.4 MiB CSV file (4 blocks at max_block_mb 1)."""
+    path = tmp_path_factory.mktemp("large-csv") / "train.csv"
+    classification_frame(40_000, seed=7).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(("fmt", "blocks"), [("parquet", 2), ("csv", 4)])
+def test_an_incremental_job_streams_one_file_in_blocks(
+    dask_cluster, one_file, one_csv_file, tmp_path, fmt, blocks
+):
+    """As one block, a file larger than a worker's memory could not be trained on."""
+    path = one_file if fmt == "parquet" else one_csv_file
     out = tmp_path / "incremental"
     result = run_cli(
-        *("train", "incremental", "--config", small_blocks(tmp_path), "--train", str(one_file)),
+        *("train", "incremental", "--config", small_blocks(tmp_path), "--train", str(path)),
         *("--estimator", "sklearn.linear_model.SGDClassifier", "--target", "label"),
         *("--output", str(out), "--scheduler", dask_cluster.address),
     )
     assert_trains_or_refuses(result, out, 0, "")
-    assert "done in" in result.stdout and ": 2 blocks\n" in result.stdout
+    assert "done in" in result.stdout and f": {blocks} blocks\n" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sum(metrics["rows"].values()) == 40_000  # every row once, whichever the cut
 
 
-def test_blocks_of_a_file_in_object_storage_read_back_its_rows(s3_server, tmp_path):
-    """Through fsspec (S3 on moto), a block reads its row groups' byte ranges."""
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_blocks_of_a_file_in_object_storage_read_back_its_rows(s3_server, tmp_path, fmt):
+    """Through fsspec (S3 on moto), a block reads its row groups' or its lines' byte
+    ranges."""
     frame = classification_frame(12_000, seed=8)
-    local = tmp_path / "one.parquet"
-    frame.to_parquet(local, index=False, row_group_size=1_000)
-    url = f"s3://{s3_server.bucket}/large/one.parquet"
+    local = tmp_path / f"one.{fmt}"
+    if fmt == "parquet":
+        frame.to_parquet(local, index=False, row_group_size=1_000)
+    else:
+        frame.to_csv(local, index=False)
+    url = f"s3://{s3_server.bucket}/large/one.{fmt}"
     s3_server.filesystem().put(str(local), url)
     options = s3_server.storage_options
-    source = list_source(url, "parquet", options)
-    dtypes, row_groups = inspect_file(url, "parquet", options)
-    total = sum(size for _, size in row_groups)
+    source = list_source(url, fmt, options)
+    dtypes, row_groups = inspect_file(url, fmt, options)
+    total = sum(size for _, size in row_groups) or local.stat().st_size
     blocks = in_blocks(source, [row_groups], max_bytes=total // 3, multiple=2)
-    assert len(blocks.files) == 4 and blocks.fingerprint == source.fingerprint
+    # Parquet: rounded up to the 2 workers; CSV by its size alone.
+    assert len(blocks.files) == (4 if fmt == "parquet" else 3)
+    assert blocks.fingerprint == source.fingerprint
     plan = plan_columns([(url, dtypes)], "label", None, [], True, True)
     parts = [
-        read_partition(block, index, "parquet", options, plan, None)
+        read_partition(block, index, fmt, options, plan, None)
         for index, block in enumerate(blocks.files)
     ]
     assert sum(len(part) for part in parts) == 12_000

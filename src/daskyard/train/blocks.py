@@ -18,6 +18,7 @@ import pandas as pd
 
 from daskyard.data import SPLIT_COLUMN, ColumnPlan, DataSource, read_partition
 from daskyard.errors import ConfigError
+from daskyard.file_blocks import file_positions
 from daskyard.train.cache import cached, keep, take
 
 if TYPE_CHECKING:
@@ -52,16 +53,20 @@ class FileSource:
     storage_options: dict[str, Any]
     columns: ColumnPlan
     split: tuple[int, float] | None  # (seed, fraction) when validation rows come from train
+    positions: tuple[int, ...] = ()  # each block's file's position (file_positions)
 
     @classmethod
     def of(
         cls, data: DataSource, columns: ColumnPlan, split: tuple[int, float] | None = None
     ) -> FileSource:
-        return cls(data.format, data.storage_options, columns, split)
+        positions = tuple(file_positions(data.files))
+        return cls(data.format, data.storage_options, columns, split, positions)
 
     def read(self, url: str, index: int) -> pd.DataFrame:
+        """Block ``index`` of the source, at ``url``."""
+        position = self.positions[index] if self.positions else index
         return read_partition(
-            url, index, self.format, self.storage_options, self.columns, self.split
+            url, position, self.format, self.storage_options, self.columns, self.split
         )
 
 

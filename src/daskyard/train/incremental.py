@@ -1,6 +1,6 @@
 """Incremental scikit-learn: stream blocks through ``partial_fit``, out of core.
 
-Each file is one block (a large Parquet file several: ``daskyard.row_groups``),
+Each file is one block (a large file several: ``daskyard.file_blocks``),
 read, checked, scaled and fitted on one worker, the workers in turn; only the
 model (a future, never through the client) moves on, and a worker reads its next
 block once its last fit is done, so at most two blocks per worker are in memory

@@ -1,16 +1,28 @@
-"""Parquet files as blocks of rows: runs of whole row groups, or ranges of rows
-(daskyard.row_groups)."""
+"""Data files as blocks (daskyard.file_blocks): Parquet files as runs of whole row
+groups or ranges of rows, CSV files as ranges of bytes."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from daskyard.config import DataConfig, IncrementalConfig, IncrementalJobConfig
-from daskyard.data import DataPlan, DataSource, inspect_file, plan_columns, read_partition
-from daskyard.row_groups import (
+from daskyard.data import (
+    SPLIT_COLUMN,
+    DataPlan,
+    DataSource,
+    inspect_file,
+    plan_columns,
+    read_partition,
+)
+from daskyard.errors import DataError
+from daskyard.file_blocks import (
+    Span,
     block_url,
+    byte_ranges,
     file_count,
+    file_positions,
     groups_holding,
     in_blocks,
     row_ranges,
@@ -59,7 +71,8 @@ def test_runs_make_at_least_as_many_as_asked_where_row_groups_allow(sizes, at_le
 def test_block_urls_name_their_rows_and_plain_urls_name_none():
     url = "s3://bucket/data/part #1.parquet"
     assert block_url(url, 300, 599) == f"{url}#rows=300-599"
-    assert split_block_url(block_url(url, 300, 599)) == (url, (300, 599))
+    assert split_block_url(block_url(url, 300, 599)) == (url, Span("rows", 300, 599))
+    assert split_block_url(block_url(url, 0, 99, "bytes")) == (url, Span("bytes", 0, 99))
     assert split_block_url(url) == (url, None)
 
 
@@ -144,9 +157,80 @@ def test_fewer_files_than_workers_are_cut_for_a_block_on_each(files, workers, bl
     assert file_count(cut) == files
 
 
-def test_a_csv_source_is_never_cut_even_for_the_workers():
-    source = DataSource("d/", ("d/a.csv",), "csv", "f", {}, (100,))
-    assert in_blocks(source, [()], max_bytes=1000, multiple=2) is source
+@pytest.mark.parametrize(
+    ("size", "max_bytes", "expected"),
+    [
+        (1000, 1000, [(0, 999)]),
+        (1000, 400, [(0, 332), (333, 665), (666, 999)]),
+        (0, 1000, [(0, -1)]),  # no size listed: the whole file
+    ],
+)
+def test_byte_ranges_cover_the_file_once(size, max_bytes, expected):
+    assert byte_ranges(size, max_bytes) == expected
+
+
+def test_csv_files_are_cut_by_bytes_unless_compressed_never_for_the_workers():
+    size = 4096
+    source = DataSource("d/", ("d/a.csv", "d/b.csv.gz"), "csv", "f", {}, (size, size))
+    cut = in_blocks(source, [(), ()], max_bytes=size // 2, multiple=3)
+    assert cut.files == (
+        f"d/a.csv#bytes=0-{size // 2 - 1}",  # 2 blocks: by its size, not the 3 workers
+        f"d/a.csv#bytes={size // 2}-{size - 1}",
+        "d/b.csv.gz",  # read from its start only
+    )
+    assert cut.sizes == (size // 2, size // 2, size)
+    one = DataSource("d/", ("d/a.csv",), "csv", "f", {}, (size,))
+    assert in_blocks(one, [()], max_bytes=size, multiple=2) is one
+
+
+def test_a_file_holds_out_the_same_rows_whole_or_in_blocks(tmp_path):
+    """The validation rows are drawn by each row's place in its file: a data set cut
+    for 3 workers holds out what it holds out on one (a resumed XGBoost run on more
+    workers must not train on rows it validated on)."""
+    frame = classification_frame(9_000, features=5, seed=11)
+    folder = tmp_path / "d"
+    folder.mkdir()
+    frame.iloc[:4_000].to_parquet(folder / "a.parquet", index=False, row_group_size=1_000)
+    frame.iloc[4_000:].to_parquet(folder / "b.parquet", index=False)  # one row group
+    files = tuple(str(folder / name) for name in ("a.parquet", "b.parquet"))
+    found = [inspect_file(url, "parquet", {}) for url in files]
+    source = DataSource(str(folder), files, "parquet", "f", {}, (1, 1))
+    plan = plan_columns([(files[0], found[0][0])], "label", None, [], True, True)
+
+    def held_out(blocks: DataSource) -> list[bool]:
+        positions = file_positions(blocks.files)
+        parts = [
+            read_partition(url, position, "parquet", {}, plan, (42, 0.25))
+            for url, position in zip(blocks.files, positions, strict=True)
+        ]
+        return pd.concat(parts, ignore_index=True)[SPLIT_COLUMN].tolist()
+
+    cut = in_blocks(source, [groups for _, groups in found], max_bytes=2**30, multiple=5)
+    assert len(cut.files) == 6 and file_positions(cut.files) == [0, 0, 0, 1, 1, 1]
+    assert held_out(cut) == held_out(source)
+    assert 0.2 < sum(held_out(source)) / 9_000 < 0.3
+
+
+@pytest.mark.parametrize("line_end", ["\n", "\r\n"])
+def test_the_byte_blocks_of_a_csv_file_read_back_its_rows_in_order(tmp_path, line_end):
+    """Each block is the lines that start inside it, below the header: every row once,
+    whichever line a cut falls in."""
+    frame = classification_frame(20_000, features=5, seed=7)
+    path = tmp_path / "one.csv"
+    frame.to_csv(path, index=False, lineterminator=line_end)
+    size = path.stat().st_size
+    dtypes, _ = inspect_file(str(path), "csv", {})
+    source = DataSource(str(path), (str(path),), "csv", "f", {}, (size,))
+    blocks = in_blocks(source, [()], max_bytes=-(-size // 6))
+    assert len(blocks.files) == 6 and all("#bytes=" in url for url in blocks.files)
+    plan = plan_columns([(str(path), dtypes)], "label", None, [], True, True)
+    parts = [
+        read_partition(url, index, "csv", {}, plan, None) for index, url in enumerate(blocks.files)
+    ]
+    assert all(len(part) > 0 for part in parts)
+    back = pd.concat(parts, ignore_index=True)
+    expected = frame.astype(back.dtypes.to_dict())
+    pd.testing.assert_frame_equal(back, expected, check_like=True, check_exact=False)
 
 
 def test_the_blocks_of_a_file_read_back_its_rows_in_order(tmp_path):
@@ -216,3 +300,26 @@ def test_a_run_id_follows_the_blocks_not_the_setting():
 
     assert run_id(64, _plan(whole)) == run_id(128, _plan(whole))
     assert run_id(64, _plan(cut)) != run_id(64, _plan(whole))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_blocks_error_counts_rows_from_the_files_start(tmp_path, fmt):
+    """A bad value in a later block is named by its row in the file (and line, for CSV),
+    where the user can find it, not by its row in the block."""
+    frame = classification_frame(3_000, features=5, seed=8)
+    frame.loc[2_400, "f2"] = np.inf
+    path = tmp_path / f"one.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    dtypes, row_groups = inspect_file(str(path), fmt, {})
+    source = DataSource(str(path), (str(path),), fmt, "f", {}, (path.stat().st_size,))
+    if fmt == "csv":  # by its size (a CSV file is never cut for the workers)
+        blocks = in_blocks(source, [row_groups], max_bytes=-(-path.stat().st_size // 3))
+    else:
+        blocks = in_blocks(source, [row_groups], max_bytes=2**30, multiple=3)
+    assert len(blocks.files) == 3  # row 2400 lies in the last
+    plan = plan_columns([(str(path), dtypes)], "label", None, [], True, True)
+    with pytest.raises(DataError, match=r"first at row 2400: "):
+        read_partition(blocks.files[-1], 2, fmt, {}, plan, None)

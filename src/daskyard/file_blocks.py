@@ -1,26 +1,37 @@
-"""Parquet files as several blocks, each a range of the file's rows.
+"""Data files as several blocks: ranges of a Parquet file's rows, of a CSV file's bytes.
 
 Every block of data is one partition (XGBoost) or one ``partial_fit`` (the
 incremental jobs), read whole by one worker. Were a file always one block, a
 single 20 GB file would be one partition on one worker (the others training on
 nothing) and one block in one worker's memory, however out of core the job:
-so a file whose row groups add up to more than ``data.max_block_mb``
-(uncompressed, as the footer records them) is cut into runs of consecutive row
-groups of about that size or less each. A row group is the smallest unit a
-Parquet reader reads alone, so a single larger one stays one block.
+so a file larger than ``data.max_block_mb`` is cut into blocks of about that
+size or less each.
+
+- A Parquet file (its size: its row groups' uncompressed bytes, as the footer
+  records them) is cut into runs of consecutive row groups. A row group is the
+  smallest unit a Parquet reader reads alone, so a single larger one stays one
+  block.
+- An uncompressed CSV file (its size on disk) is cut into equal ranges of bytes,
+  each read as the lines that start inside it (``fsspec.utils.read_block``, as
+  ``dask.dataframe.read_csv`` cuts them) below the file's header. A line break
+  inside a quoted field would be taken for the end of a row, as dask's reader
+  takes it too. A compressed CSV file cannot be read from the middle: it stays
+  one block.
 
 XGBoost also needs a partition on every worker: a data set of fewer blocks than
 workers (one small file, a single validation file) left the others training or
-evaluating on nothing, and XGBoost warned of each empty DMatrix. Its files are
-then cut into enough blocks, at row group boundaries where there are enough row
-groups, else into equal ranges of rows: each worker reads the row groups its
-range lies in and keeps its range (a second read of a small file, in parallel).
+evaluating on nothing, and XGBoost warned of each empty DMatrix. Its Parquet
+files are then cut into enough blocks: at row group boundaries where there are
+enough row groups, else into equal ranges of rows (each worker reads the row
+groups its range lies in and keeps its range: a second read of a small file, in
+parallel). Not CSV files: their blocks must not depend on the cluster (see
+``in_blocks``).
 
-A block is named by its file's URL with ``#rows=FIRST-LAST`` (inclusive, counted
-from the file's first row): every consumer of a data source handles file URLs as
-opaque names, so a block goes wherever a file went (placement, caches,
-checkpoints' block order, messages), and only the reader
-(``data.read_partition``) looks inside.
+A block is named by its file's URL with ``#rows=FIRST-LAST`` or
+``#bytes=FIRST-LAST`` (inclusive, counted from the file's start): every consumer
+of a data source handles file URLs as opaque names, so a block goes wherever a
+file went (placement, caches, checkpoints' block order, messages), and only the
+reader (``data.read_partition``) looks inside.
 """
 
 from __future__ import annotations
@@ -31,29 +42,39 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
+
+from fsspec.utils import infer_compression
 
 if TYPE_CHECKING:
     from daskyard.data import DataSource  # which reads blocks with split_block_url
 
-_SUFFIX = re.compile(r"#rows=(\d+)-(\d+)$")
+_SUFFIX = re.compile(r"#(rows|bytes)=(\d+)-(\d+)$")
 
 # A file's row groups as its footer records them: (rows, uncompressed bytes) each.
 RowGroups = Sequence[tuple[int, int]]
 
 
-def block_url(url: str, first: int, last: int) -> str:
-    """The name of rows ``first`` to ``last`` (inclusive) of the file at ``url``."""
-    return f"{url}#rows={first}-{last}"
+class Span(NamedTuple):
+    """The part of a file a block is: rows (Parquet) or bytes (CSV), both inclusive."""
+
+    unit: str  # "rows" | "bytes"
+    first: int
+    last: int
 
 
-def split_block_url(url: str) -> tuple[str, tuple[int, int] | None]:
-    """The file's URL and the rows a block URL names, (first, last) inclusive (None:
-    the whole file)."""
+def block_url(url: str, first: int, last: int, unit: str = "rows") -> str:
+    """The name of ``unit`` (rows or bytes) ``first`` to ``last`` (inclusive) of the
+    file at ``url``."""
+    return f"{url}#{unit}={first}-{last}"
+
+
+def split_block_url(url: str) -> tuple[str, Span | None]:
+    """The file's URL and the part of it a block URL names (None: the whole file)."""
     match = _SUFFIX.search(url)
     if match is None:
         return url, None
-    return url[: match.start()], (int(match[1]), int(match[2]))
+    return url[: match.start()], Span(match[1], int(match[2]), int(match[3]))
 
 
 def groups_holding(rows: Sequence[int], first: int, last: int) -> tuple[list[int], int]:
@@ -118,26 +139,46 @@ def row_ranges(
     return [(bounds[i], bounds[i + 1] - 1) for i in range(pieces)]
 
 
+def byte_ranges(size: int, max_bytes: int) -> list[tuple[int, int]]:
+    """A CSV file's ``size`` bytes as equal ranges, (first, last) inclusive: as few as
+    keep each to ``max_bytes``. Never by the workers' count (see ``in_blocks``)."""
+    wanted = max(math.ceil(size / max_bytes), 1)
+    bounds = [size * piece // wanted for piece in range(wanted + 1)]
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(wanted)]
+
+
 def in_blocks(
     source: DataSource,
     row_groups: Sequence[RowGroups],
     max_bytes: int,
     multiple: int = 1,
 ) -> DataSource:
-    """``source`` with each file over ``max_bytes`` replaced by its blocks (``runs``),
-    in place; and, when that leaves fewer blocks than ``multiple`` (XGBoost's workers),
-    each file cut into enough blocks for one on every worker.
+    """``source`` with each file over ``max_bytes`` replaced by its blocks, in place;
+    and, when that leaves fewer blocks than ``multiple`` (XGBoost's workers), each
+    Parquet file cut into enough blocks for one on every worker.
 
-    ``row_groups``: each file's row groups, (rows, uncompressed bytes) each; empty for
-    CSV, which is never cut. A block's listed size is its share of the file's listed
-    size by rows, so that placement weighs blocks and whole files in the same unit
-    (bytes as stored).
+    ``row_groups``: each Parquet file's row groups, (rows, uncompressed bytes) each
+    (empty for CSV). A block's listed size is its share of the file's listed size, so
+    that placement weighs blocks and whole files in the same unit (bytes as stored).
     """
     listed = source.sizes or (0,) * len(source.files)
-    ranges = [row_ranges(groups, max_bytes, multiple) for groups in row_groups]
-    if source.files and sum(max(len(r), 1) for r in ranges) < multiple:
-        at_least = math.ceil(multiple / len(source.files))
-        ranges = [row_ranges(groups, max_bytes, multiple, at_least) for groups in row_groups]
+
+    def spans(at_least: int) -> list[list[tuple[int, int]]]:
+        if source.format == "parquet":
+            return [row_ranges(groups, max_bytes, multiple, at_least) for groups in row_groups]
+        return [
+            byte_ranges(size, max_bytes) if _seekable(url) else []
+            for url, size in zip(source.files, listed, strict=True)
+        ]
+
+    ranges = spans(1)
+    # Not CSV files: a block's validation rows are drawn by its first row in the file
+    # (data.split_draws), which a CSV block cannot know; so CSV blocks must not vary
+    # with the cluster, or neither would the rows held out.
+    few = sum(max(len(r), 1) for r in ranges) < multiple
+    if source.files and few and source.format == "parquet":
+        ranges = spans(math.ceil(multiple / len(source.files)))
+    unit = "rows" if source.format == "parquet" else "bytes"
     files: list[str] = []
     sizes: list[int] = []
     for url, size, blocks in zip(source.files, listed, ranges, strict=True):
@@ -147,7 +188,7 @@ def in_blocks(
             continue
         total = blocks[-1][1] + 1
         for first, last in blocks:
-            files.append(block_url(url, first, last))
+            files.append(block_url(url, first, last, unit))
             sizes.append(round(size * (last - first + 1) / total))
     if len(files) == len(source.files):
         return source
@@ -157,3 +198,16 @@ def in_blocks(
 def file_count(source: DataSource) -> int:
     """How many files the source's blocks come from."""
     return len({split_block_url(url)[0] for url in source.files})
+
+
+def _seekable(url: str) -> bool:
+    """Whether a CSV file can be read from the middle: not compressed (by its suffix,
+    as fsspec decompresses it)."""
+    return infer_compression(url) is None
+
+
+def file_positions(files: Sequence[str]) -> list[int]:
+    """Each block's file's position among the files, in order (a whole file's is its
+    own index): what a block's validation rows are drawn by, with its first row."""
+    positions: dict[str, int] = {}
+    return [positions.setdefault(split_block_url(url)[0], len(positions)) for url in files]
