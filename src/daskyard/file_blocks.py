@@ -134,17 +134,20 @@ def row_ranges(
     cut = runs([size for _, size in row_groups], max_bytes, multiple, at_least)
     if len(cut) >= at_least or total < 2:
         return [(starts[first], starts[last + 1] - 1) for first, last in cut]
-    pieces = min(at_least, total)
-    bounds = [total * piece // pieces for piece in range(pieces + 1)]
-    return [(bounds[i], bounds[i + 1] - 1) for i in range(pieces)]
+    return equal_ranges(total, min(at_least, total))
 
 
 def byte_ranges(size: int, max_bytes: int) -> list[tuple[int, int]]:
     """A CSV file's ``size`` bytes as equal ranges, (first, last) inclusive: as few as
     keep each to ``max_bytes``. Never by the workers' count (see ``in_blocks``)."""
-    wanted = max(math.ceil(size / max_bytes), 1)
-    bounds = [size * piece // wanted for piece in range(wanted + 1)]
-    return [(bounds[i], bounds[i + 1] - 1) for i in range(wanted)]
+    return equal_ranges(size, max(math.ceil(size / max_bytes), 1))
+
+
+def equal_ranges(total: int, pieces: int) -> list[tuple[int, int]]:
+    """``total`` units (rows or bytes) as ``pieces`` near-equal ranges, (first, last)
+    inclusive."""
+    bounds = [total * piece // pieces for piece in range(pieces + 1)]
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(pieces)]
 
 
 def in_blocks(
