@@ -322,14 +322,37 @@ def test_killed_early_stopping_run_resumes_to_the_uninterrupted_result(
     result = run_cli("train", "xgboost", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert f"from checkpoint at round {killed_at}" in result.stdout
-    assert json.loads((out / "metrics.json").read_text()) == expected
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {k: v for k, v in metrics.items() if k != "validation"} == {
+        k: v for k, v in expected.items() if k != "validation"
+    }
+    assert metrics["validation"] == pytest.approx(expected["validation"], rel=1e-9)
     model = (out / "model.ubj").read_bytes()
-    assert model == early_stopped_run.model, first_difference(model, early_stopped_run.model)
+    if model != early_stopped_run.model:
+        assert_same_predictions(model, early_stopped_run.model, read_folder(small_dataset))
+
+
+def assert_same_predictions(model: bytes, expected: bytes, frame: pd.DataFrame) -> None:
+    """Equal up to the order of float sums: the same trees' predictions, to 1e-6.
+
+    XGBoost's histograms are sums over each worker's rows, added across the workers,
+    so rows read onto another worker than in the first run (a read stolen on a loaded
+    machine) change the last bit of a split's gain or a leaf's weight. CI once saw
+    that: one byte in the model, with equal metrics. A resume that restarted, skipped
+    or repeated rounds changes trees, and predictions by far more.
+    """
+    boosters = [xgboost.Booster(model_file=bytearray(raw)) for raw in (model, expected)]
+    assert boosters[0].num_boosted_rounds() == boosters[1].num_boosted_rounds()
+    matrix = xgboost.DMatrix(frame.drop(columns=["label"]))
+    margins = [b.predict(matrix, output_margin=True) for b in boosters]
+    assert np.allclose(margins[0], margins[1], rtol=1e-6, atol=1e-6), first_difference(
+        model, expected
+    )
 
 
 def first_difference(model: bytes, expected: bytes) -> str:
     """Where two models first differ, as a path into XGBoost's JSON model: a byte offset
-    says nothing (CI once saw the models differ in one byte, with equal metrics)."""
+    says nothing."""
 
     def tree(raw: bytes) -> object:
         return json.loads(xgboost.Booster(model_file=bytearray(raw)).save_raw("json"))
