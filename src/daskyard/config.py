@@ -73,7 +73,8 @@ class DataConfig(StrictModel):
         gt=0,
         description="Files larger than this (MiB; Parquet uncompressed, CSV on disk) are "
         "read as several blocks, each about this size or less (Parquet: of whole row "
-        "groups): one block is one partition, or one partial_fit, held by one worker",
+        "groups where there are enough, else ranges of rows): one block is one "
+        "partition, or one partial_fit, held by one worker",
     )
     # NumPy's generators take no negative seed.
     seed: int = Field(42, ge=0, lt=2**63)

@@ -8,9 +8,12 @@ so a file larger than ``data.max_block_mb`` is cut into blocks of about that
 size or less each.
 
 - A Parquet file (its size: its row groups' uncompressed bytes, as the footer
-  records them) is cut into runs of consecutive row groups. A row group is the
-  smallest unit a Parquet reader reads alone, so a single larger one stays one
-  block.
+  records them) is cut into runs of consecutive whole row groups where it has
+  enough row groups for that. Else (a file of one huge row group, say: what
+  older writers made by default) into equal ranges of its rows, each read by
+  decoding the row groups it lies in a batch at a time, keeping its own rows
+  (``data._read_parquet``): a worker never holds more than its block and a
+  batch, however large the row group.
 - An uncompressed CSV file (its size on disk) is cut into equal ranges of bytes,
   each read as the lines that start inside it (``fsspec.utils.read_block``, as
   ``dask.dataframe.read_csv`` cuts them) below the file's header. A line break
@@ -21,11 +24,9 @@ size or less each.
 XGBoost also needs a partition on every worker: a data set of fewer blocks than
 workers (one small file, a single validation file) left the others training or
 evaluating on nothing, and XGBoost warned of each empty DMatrix. Its Parquet
-files are then cut into enough blocks: at row group boundaries where there are
-enough row groups, else into equal ranges of rows (each worker reads the row
-groups its range lies in and keeps its range: a second read of a small file, in
-parallel). Not CSV files: their blocks must not depend on the cluster (see
-``in_blocks``).
+files are then cut into enough blocks the same way (at row group boundaries
+where there are enough row groups, else into equal ranges of rows). Not CSV
+files: their blocks must not depend on the cluster (see ``in_blocks``).
 
 A block is named by its file's URL with ``#rows=FIRST-LAST`` or
 ``#bytes=FIRST-LAST`` (inclusive, counted from the file's start): every consumer
@@ -98,10 +99,7 @@ def runs(
     """
     count = len(row_group_bytes)
     total = sum(row_group_bytes)
-    wanted = 1
-    if total > max_bytes:
-        wanted = math.ceil(math.ceil(total / max_bytes) / multiple) * multiple
-    wanted = min(max(wanted, at_least), count)
+    wanted = min(blocks_wanted(total, max_bytes, multiple, at_least), count)
     if wanted < 2:
         return [(0, count - 1)] if count else []
     ends = list(itertools.accumulate(row_group_bytes))  # bytes up to each boundary
@@ -121,20 +119,36 @@ def runs(
     return [(start, end - 1) for start, end in zip(starts, [*cuts, count], strict=True)]
 
 
+def blocks_wanted(total_bytes: int, max_bytes: int, multiple: int = 1, at_least: int = 1) -> int:
+    """How many blocks a file of ``total_bytes`` is cut into: as few as keep each to
+    ``max_bytes``, rounded up to a multiple of ``multiple``; ``at_least`` in any case."""
+    wanted = 1
+    if total_bytes > max_bytes:
+        wanted = math.ceil(math.ceil(total_bytes / max_bytes) / multiple) * multiple
+    return max(wanted, at_least)
+
+
 def row_ranges(
     row_groups: RowGroups, max_bytes: int, multiple: int = 1, at_least: int = 1
 ) -> list[tuple[int, int]]:
-    """The rows of each block of one file, (first, last) inclusive, in file order: runs
-    of whole row groups (``runs``), or, where the file has fewer row groups than
-    ``at_least``, that many equal ranges of its rows (as many as it has rows, if fewer).
+    """The rows of each block of one file, (first, last) inclusive, in file order.
+
+    Runs of whole row groups (``runs``) where they come to the blocks wanted
+    (``blocks_wanted``), none over twice ``max_bytes``. Else (too few row groups,
+    or one far larger than the rest) that many equal ranges of the file's rows, as
+    many as it has rows if fewer: a range within a row group is read without
+    holding the group (``data._read_parquet``).
     """
     rows = [count for count, _ in row_groups]
+    sizes = [size for _, size in row_groups]
     starts = [0, *itertools.accumulate(rows)]
     total = starts[-1]
-    cut = runs([size for _, size in row_groups], max_bytes, multiple, at_least)
-    if len(cut) >= at_least or total < 2:
+    wanted = blocks_wanted(sum(sizes), max_bytes, multiple, at_least)
+    cut = runs(sizes, max_bytes, multiple, at_least)
+    largest = max((sum(sizes[first : last + 1]) for first, last in cut), default=0)
+    if (len(cut) >= wanted and largest <= 2 * max_bytes) or total < 2:
         return [(starts[first], starts[last + 1] - 1) for first, last in cut]
-    return equal_ranges(total, min(at_least, total))
+    return equal_ranges(total, min(wanted, total))
 
 
 def byte_ranges(size: int, max_bytes: int) -> list[tuple[int, int]]:

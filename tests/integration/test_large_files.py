@@ -1,6 +1,6 @@
-"""Files read as blocks: large Parquet files as runs of whole row groups, large CSV
-files as ranges of bytes, and for XGBoost, fewer files than workers as a block for
-each (daskyard.file_blocks)."""
+"""Files read as blocks: large Parquet files as runs of whole row groups (or ranges
+of rows, where a row group is too large), large CSV files as ranges of bytes, and
+for XGBoost, fewer files than workers as a block for each (daskyard.file_blocks)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,14 @@ def one_file(tmp_path_factory):
     """One 1.6 MiB Parquet file of 16 row groups; jobs cut it at max_block_mb 1."""
     path = tmp_path_factory.mktemp("large") / "train.parquet"
     classification_frame(40_000, seed=7).to_parquet(path, index=False, row_group_size=2_500)
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_group_file(tmp_path_factory):
+    """The same rows as one row group (older writers' default): cut by rows, not groups."""
+    path = tmp_path_factory.mktemp("large-one-group") / "train.parquet"
+    classification_frame(40_000, seed=7).to_parquet(path, index=False, row_group_size=40_000)
     return path
 
 
@@ -95,12 +103,12 @@ def one_csv_file(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize(("fmt", "blocks"), [("parquet", 2), ("csv", 4)])
+@pytest.mark.parametrize(("fmt", "blocks"), [("parquet", 2), ("parquet-one-group", 2), ("csv", 4)])
 def test_an_incremental_job_streams_one_file_in_blocks(
-    dask_cluster, one_file, one_csv_file, tmp_path, fmt, blocks
+    dask_cluster, one_file, one_group_file, one_csv_file, tmp_path, fmt, blocks
 ):
     """As one block, a file larger than a worker's memory could not be trained on."""
-    path = one_file if fmt == "parquet" else one_csv_file
+    path = {"parquet": one_file, "parquet-one-group": one_group_file, "csv": one_csv_file}[fmt]
     out = tmp_path / "incremental"
     result = run_cli(
         *("train", "incremental", "--config", small_blocks(tmp_path), "--train", str(path)),
@@ -113,14 +121,18 @@ def test_an_incremental_job_streams_one_file_in_blocks(
     assert sum(metrics["rows"].values()) == 40_000  # every row once, whichever the cut
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_blocks_of_a_file_in_object_storage_read_back_its_rows(s3_server, tmp_path, fmt):
+@pytest.mark.parametrize(
+    ("fmt", "row_group_size"), [("parquet", 1_000), ("parquet", None), ("csv", None)]
+)
+def test_blocks_of_a_file_in_object_storage_read_back_its_rows(
+    s3_server, tmp_path, fmt, row_group_size
+):
     """Through fsspec (S3 on moto), a block reads its row groups' or its lines' byte
-    ranges."""
+    ranges; inside a single row group, its pages as a stream."""
     frame = classification_frame(12_000, seed=8)
     local = tmp_path / f"one.{fmt}"
     if fmt == "parquet":
-        frame.to_parquet(local, index=False, row_group_size=1_000)
+        frame.to_parquet(local, index=False, row_group_size=row_group_size or len(frame))
     else:
         frame.to_csv(local, index=False)
     url = f"s3://{s3_server.bucket}/large/one.{fmt}"

@@ -3,6 +3,9 @@ groups or ranges of rows, CSV files as ranges of bytes."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -40,7 +43,7 @@ from tests.conftest import classification_frame
         ([16] * 20, 1000, 2, [(0, 19)]),
         ([16] * 20, 128, 1, [(0, 6), (7, 12), (13, 19)]),  # 3 near-equal runs, not 8+8+4
         ([16] * 20, 128, 2, [(0, 4), (5, 9), (10, 14), (15, 19)]),  # a multiple of 2
-        ([500], 10, 1, [(0, 0)]),  # one row group is read whole, however large
+        ([500], 10, 1, [(0, 0)]),  # a run is of whole row groups (row_ranges cuts inside)
         ([1, 1, 1], 1, 2, [(0, 0), (1, 1), (2, 2)]),  # never more runs than row groups
         ([10, 1, 1, 1, 10], 12, 1, [(0, 1), (2, 4)]),  # cut where the shares are nearest
         ([50, 50, 10, 10], 70, 1, [(0, 0), (1, 3)]),  # the boundary before the half, 50 + 70
@@ -100,6 +103,12 @@ def test_a_range_of_rows_lies_in_the_row_groups_that_hold_it(first, last, expect
         ([(2, 16)], 4, [(0, 0), (1, 1)]),  # never more blocks than rows
         ([(1, 16)], 2, [(0, 0)]),
         ([], 2, []),  # CSV: no row groups known, never cut
+        # One row group over the limit (1000 bytes): by size, equal ranges of rows.
+        ([(1000, 2500)], 1, [(0, 332), (333, 665), (666, 999)]),
+        ([(600, 1200), (400, 800)], 1, [(0, 599), (600, 999)]),  # whole groups will do
+        ([(600, 2400), (400, 1600)], 1, [(0, 249), (250, 499), (500, 749), (750, 999)]),
+        # Enough row groups, but one far over the limit: equal ranges all the same.
+        ([(100, 100), (800, 2500), (100, 100)], 1, [(0, 332), (333, 665), (666, 999)]),
     ],
 )
 def test_row_ranges_cover_every_row_once(groups, at_least, expected):
@@ -275,6 +284,82 @@ def test_ranges_of_rows_read_back_the_files_rows_in_order(tmp_path, row_group_si
     ]
     back = pd.concat(parts, ignore_index=True)
     pd.testing.assert_frame_equal(back, frame.astype(back.dtypes.to_dict()), check_like=True)
+
+
+def test_a_file_of_one_huge_row_group_is_cut_by_its_size(tmp_path):
+    """A file written as one row group (older writers' default) is cut into blocks of
+    about max_block_mb, not read as one (the workers' count does not enter)."""
+    frame = classification_frame(12_000, features=5, seed=7)
+    path = tmp_path / "one-group.parquet"
+    frame.to_parquet(path, index=False, row_group_size=len(frame))
+    dtypes, row_groups = inspect_file(str(path), "parquet", {})
+    assert len(row_groups) == 1
+    source = DataSource(str(path), (str(path),), "parquet", "f", {}, (path.stat().st_size,))
+    blocks = in_blocks(source, [row_groups], max_bytes=-(-row_groups[0][1] // 4))
+    assert [url.rpartition("#")[2] for url in blocks.files] == [
+        "rows=0-2999",
+        "rows=3000-5999",
+        "rows=6000-8999",
+        "rows=9000-11999",
+    ]
+    plan = plan_columns([(str(path), dtypes)], "label", None, [], True, True)
+    parts = [
+        read_partition(url, index, "parquet", {}, plan, None)
+        for index, url in enumerate(blocks.files)
+    ]
+    back = pd.concat(parts, ignore_index=True)
+    pd.testing.assert_frame_equal(back, frame.astype(back.dtypes.to_dict()), check_like=True)
+
+
+PEAK_OF_A_READ = """
+import sys
+import pyarrow as pa
+from daskyard.data import _read_parquet
+frame = _read_parquet(sys.argv[1], {}, sys.argv[2].split(","))
+print(len(frame), pa.default_memory_pool().max_memory())
+"""
+
+
+def test_a_block_inside_a_huge_row_group_is_read_without_holding_the_group(tmp_path):
+    """Arrow's peak for a tenth of a 92 MiB row group, in a fresh interpreter: read
+    whole (and sliced, before this), the group and more; streamed, about the block
+    and a few pages of each column (15 MiB here). Two columns keep those pages few."""
+    rows = 8_000_000
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"f0": rng.standard_normal(rows, dtype=np.float32)})
+    frame["label"] = rng.integers(0, 2, rows)
+    path = tmp_path / "huge-group.parquet"
+    frame.to_parquet(path, index=False, row_group_size=rows)
+    (group_rows, _), *more = inspect_file(str(path), "parquet", {})[1]
+    assert group_rows == rows and not more
+    group_bytes = int(frame.memory_usage(index=False).sum())  # decoded, as Arrow holds it
+
+    def peak(url: str) -> tuple[int, int]:
+        found = subprocess.run(
+            [sys.executable, "-c", PEAK_OF_A_READ, url, ",".join(frame.columns)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        count, peak_bytes = found.stdout.split()
+        return int(count), int(peak_bytes)
+
+    count, block_peak = peak(block_url(str(path), 6_400_000, 7_199_999))
+    assert count == 800_000
+    assert block_peak < group_bytes / 4, (block_peak, group_bytes)
+    whole_count, whole_peak = peak(str(path))  # what holding the group costs: the yardstick
+    assert whole_count == rows and whole_peak >= group_bytes
+
+
+def test_a_block_past_the_files_rows_is_refused(tmp_path):
+    """A block naming rows the file does not have (replaced since it was planned)."""
+    frame = classification_frame(1_000, features=5, seed=9)
+    path = tmp_path / "short.parquet"
+    frame.to_parquet(path, index=False)
+    dtypes, _ = inspect_file(str(path), "parquet", {})
+    plan = plan_columns([(str(path), dtypes)], "label", None, [], True, True)
+    with pytest.raises(DataError, match=r"cannot read .*short.parquet#rows=500-1499.* 500-1499"):
+        read_partition(block_url(str(path), 500, 1_499), 0, "parquet", {}, plan, None)
 
 
 def _plan(*sources: DataSource) -> DataPlan:
