@@ -384,7 +384,7 @@ def _read_parquet(url: str, storage_options: dict[str, Any], columns: list[str])
 
 def rows_of_batches(batches: Iterable[Any], skip: int, count: int) -> Any:
     """Rows ``skip`` to ``skip + count - 1`` of a stream of Arrow record batches, as a
-    table: each batch is let go once read past, and the stream is left at the last."""
+    table: a batch before them is let go once read past, and none after them is read."""
     import pyarrow as pa
 
     kept, seen = [], 0

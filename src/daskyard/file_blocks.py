@@ -12,8 +12,8 @@ size or less each.
   enough row groups for that. Else (a file of one huge row group, say: what
   older writers made by default) into equal ranges of its rows, each read by
   decoding the row groups it lies in a batch at a time, keeping its own rows
-  (``data._read_parquet``): a worker never holds more than its block and a
-  batch, however large the row group.
+  (``data._read_parquet``): a worker holds its block, a batch and a few pages
+  of each column, however large the row group.
 - An uncompressed CSV file (its size on disk) is cut into equal ranges of bytes,
   each read as the lines that start inside it (``fsspec.utils.read_block``, as
   ``dask.dataframe.read_csv`` cuts them) below the file's header. A line break

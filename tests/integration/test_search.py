@@ -218,7 +218,7 @@ def test_every_rung_spreads_its_candidates_evenly_over_the_workers(noisy_problem
     # training of the one before has finished, so that order groups the rungs. Start
     # times do not: each worker shifts them by its own estimate of the scheduler's
     # clock, which a loaded machine's heartbeats can put off by more than the gap
-    # between two rungs (this test once read a rung as 2 and 4 that way).
+    # between two rungs (the likely reason this test once read a rung as 2 and 4).
     trainings = [task["worker"] for task in stream.data if key_split(task["key"]) == "train_rung"]
     assert len(trainings) == sum(schedule)
     first = 0

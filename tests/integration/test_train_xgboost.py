@@ -336,10 +336,11 @@ def assert_same_predictions(model: bytes, expected: bytes, frame: pd.DataFrame) 
     """Equal up to the order of float sums: the same trees' predictions, to 1e-6.
 
     XGBoost's histograms are sums over each worker's rows, added across the workers,
-    so rows read onto another worker than in the first run (a read stolen on a loaded
-    machine) change the last bit of a split's gain or a leaf's weight. CI once saw
-    that: one byte in the model, with equal metrics. A resume that restarted, skipped
-    or repeated rounds changes trees, and predictions by far more.
+    so rows held by another worker than in the first run (a task the scheduler moved
+    on a loaded machine, say) change the last bit of a split's gain or a leaf's
+    weight. CI once saw one byte of the model differ, with equal metrics; 11 runs
+    here did not. A resume that skipped or repeated rounds changes trees, and
+    predictions by far more.
     """
     boosters = [xgboost.Booster(model_file=bytearray(raw)) for raw in (model, expected)]
     assert boosters[0].num_boosted_rounds() == boosters[1].num_boosted_rounds()
