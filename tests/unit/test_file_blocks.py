@@ -242,6 +242,21 @@ def test_the_byte_blocks_of_a_csv_file_read_back_its_rows_in_order(tmp_path, lin
     pd.testing.assert_frame_equal(back, expected, check_like=True, check_exact=False)
 
 
+def assert_reads_back(
+    frame: pd.DataFrame, blocks: DataSource, dtypes: dict[str, str]
+) -> list[pd.DataFrame]:
+    """The blocks of one Parquet file, read, are its rows once each, in order."""
+    url = split_block_url(blocks.files[0])[0]
+    plan = plan_columns([(url, dtypes)], "label", None, [], True, True)
+    parts = [
+        read_partition(block, index, "parquet", {}, plan, None)
+        for index, block in enumerate(blocks.files)
+    ]
+    back = pd.concat(parts, ignore_index=True)
+    pd.testing.assert_frame_equal(back, frame.astype(back.dtypes.to_dict()), check_like=True)
+    return parts
+
+
 def test_the_blocks_of_a_file_read_back_its_rows_in_order(tmp_path):
     frame = classification_frame(10_000, features=5, seed=5)
     path = tmp_path / "one.parquet"
@@ -252,14 +267,8 @@ def test_the_blocks_of_a_file_read_back_its_rows_in_order(tmp_path):
     total = sum(size for _, size in row_groups)
     blocks = in_blocks(source, [row_groups], max_bytes=total // 3, multiple=2)
     assert len(blocks.files) == 4
-    plan = plan_columns([(str(path), dtypes)], "label", None, [], True, True)
-    parts = [
-        read_partition(url, index, "parquet", {}, plan, None)
-        for index, url in enumerate(blocks.files)
-    ]
+    parts = assert_reads_back(frame, blocks, dtypes)
     assert sorted(len(part) for part in parts) == [2_000, 2_000, 3_000, 3_000]  # 10 groups / 4
-    back = pd.concat(parts, ignore_index=True)
-    pd.testing.assert_frame_equal(back, frame.astype(back.dtypes.to_dict()), check_like=True)
 
 
 @pytest.mark.parametrize("row_group_size", [10_000, 6_000], ids=["one-group", "two-groups"])
@@ -277,13 +286,7 @@ def test_ranges_of_rows_read_back_the_files_rows_in_order(tmp_path, row_group_si
         "rows=3333-6665",
         "rows=6666-9999",
     ]
-    plan = plan_columns([(str(path), dtypes)], "label", None, [], True, True)
-    parts = [
-        read_partition(url, index, "parquet", {}, plan, None)
-        for index, url in enumerate(blocks.files)
-    ]
-    back = pd.concat(parts, ignore_index=True)
-    pd.testing.assert_frame_equal(back, frame.astype(back.dtypes.to_dict()), check_like=True)
+    assert_reads_back(frame, blocks, dtypes)
 
 
 def test_a_file_of_one_huge_row_group_is_cut_by_its_size(tmp_path):
@@ -302,13 +305,7 @@ def test_a_file_of_one_huge_row_group_is_cut_by_its_size(tmp_path):
         "rows=6000-8999",
         "rows=9000-11999",
     ]
-    plan = plan_columns([(str(path), dtypes)], "label", None, [], True, True)
-    parts = [
-        read_partition(url, index, "parquet", {}, plan, None)
-        for index, url in enumerate(blocks.files)
-    ]
-    back = pd.concat(parts, ignore_index=True)
-    pd.testing.assert_frame_equal(back, frame.astype(back.dtypes.to_dict()), check_like=True)
+    assert_reads_back(frame, blocks, dtypes)
 
 
 PEAK_OF_A_READ = """
