@@ -364,7 +364,7 @@ def _read_parquet(url: str, storage_options: dict[str, Any], columns: list[str])
             return parquet.read_row_groups(groups, columns=columns)  # whole row groups
         # A range within row groups: decoded a batch at a time from a 1 MiB stream
         # (pre-buffered, pyarrow would load the groups' column chunks whole first). A
-        # file of one 4M-row group (29 float32 columns), rows 3M to 3.5M (58 MiB):
+        # file of one 4M-row group (28 float32 features, a label), rows 3M-3.5M:
         # Arrow's peak 935 MiB and the process's 1,092 MiB read whole then sliced,
         # 162 and 370 MiB so.
         parquet = pq.ParquetFile(where, metadata=footer, pre_buffer=False, buffer_size=2**20)
