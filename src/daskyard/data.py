@@ -27,10 +27,10 @@ from distributed import Client, Future
 
 from daskyard.artifacts import storage_failure, url_to_fs
 from daskyard.config import DataConfig
+from daskyard.csv_blocks import csv_lines, cut_inside_quotes, starts_inside_quotes
 from daskyard.errors import DataError
 from daskyard.file_blocks import (
     RowGroups,
-    Span,
     file_count,
     file_positions,
     groups_holding,
@@ -291,6 +291,8 @@ def read_partition(
             frame = _read_parquet(url, storage_options, columns)
         else:
             frame = _read_csv(url, storage_options, columns)
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(
             f"cannot read '{url}' as {source_format}: {_reason(exc)}; replace or remove the file"
@@ -322,22 +324,18 @@ def _rows_before(url: str, source_format: str, storage_options: dict[str, Any]) 
 
 def _read_csv(url: str, storage_options: dict[str, Any], columns: list[str]) -> pd.DataFrame:
     """The columns of one CSV file, or of a block of it (a range of its bytes)."""
-    url, span = split_block_url(url)
-    with _open(url, storage_options) as handle:
-        data = handle if span is None else io.BytesIO(_csv_lines(handle, span))
-        # pyarrow's parser is faster and, unlike pandas' with usecols, rejects rows
-        # with more fields than the header.
-        return pd.read_csv(data, usecols=columns, engine="pyarrow")
-
-
-def _csv_lines(handle: Any, span: Span) -> bytes:
-    """The file's header and the lines that start inside the span: a line a span
-    starts within is the previous block's, the one it ends within is this one's."""
-    from fsspec.utils import read_block
-
-    header = handle.readline()
-    lines = read_block(handle, span.first, span.last - span.first + 1, delimiter=b"\n")
-    return lines if span.first == 0 else header + lines
+    file_url, span = split_block_url(url)
+    with _open(file_url, storage_options) as handle:
+        data = handle if span is None else io.BytesIO(csv_lines(handle, file_url, span))
+        try:
+            # pyarrow's parser is faster and, unlike pandas' with usecols, rejects rows
+            # with more fields than the header.
+            return pd.read_csv(data, usecols=columns, engine="pyarrow")
+        except Exception:
+            # A block cut inside a quoted field: say so, not what its half row broke.
+            if span is not None and starts_inside_quotes(handle, span):
+                raise DataError(cut_inside_quotes(handle, file_url, handle.tell())) from None
+            raise
 
 
 def _read_parquet(url: str, storage_options: dict[str, Any], columns: list[str]) -> pd.DataFrame:

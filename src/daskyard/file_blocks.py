@@ -16,10 +16,9 @@ size or less each.
   of each column, however large the row group.
 - An uncompressed CSV file (its size on disk) is cut into equal ranges of bytes,
   each read as the lines that start inside it (``fsspec.utils.read_block``, as
-  ``dask.dataframe.read_csv`` cuts them) below the file's header. A line break
-  inside a quoted field would be taken for the end of a row, as dask's reader
-  takes it too. A compressed CSV file cannot be read from the middle: it stays
-  one block.
+  ``dask.dataframe.read_csv`` cuts them) below the file's header. A cut on a
+  line break inside a quoted field is refused where it is read (``csv_blocks``).
+  A compressed CSV file cannot be read from the middle: it stays one block.
 
 XGBoost also needs a partition on every worker: a data set of fewer blocks than
 workers (one small file, a single validation file) left the others training or

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from daskyard.data import inspect_file, list_source, plan_columns, read_partition
+from daskyard.errors import DataError
 from daskyard.file_blocks import in_blocks
 from tests.conftest import assert_trains_or_refuses, classification_frame, run_cli, write_config
 
@@ -153,3 +154,64 @@ def test_blocks_of_a_file_in_object_storage_read_back_its_rows(
     assert sum(len(part) for part in parts) == 12_000
     back = pd.concat(parts, ignore_index=True)
     pd.testing.assert_series_equal(back["f0"], frame["f0"].astype(back["f0"].dtype))
+
+
+def notes_frame(rows: int) -> pd.DataFrame:
+    """Features and a free-text note whose first line is most of its row: a CSV
+    file of these, cut into blocks, is cut inside quoted fields."""
+    frame = classification_frame(rows, seed=11)
+    frame["note"] = "z" * 300 + "\nseen, twice"
+    return frame
+
+
+QUOTED_CUT_COMMANDS = {
+    "xgboost": ("train", "xgboost", "--param", "objective=binary:logistic"),
+    "incremental": ("train", "incremental", "--estimator", "sklearn.linear_model.SGDClassifier"),
+    "search": (
+        *("search", "incremental", "--estimator", "sklearn.linear_model.SGDClassifier"),
+        *("--space", "alpha=loguniform:1e-5:1e-1", "--candidates", "2"),
+    ),
+}
+
+
+@pytest.mark.parametrize("job", list(QUOTED_CUT_COMMANDS))
+def test_a_csv_cut_inside_quoted_fields_is_refused_before_training(dask_cluster, tmp_path, job):
+    """pandas quotes a note with a line break; a cut there would start a block in
+    the middle of a row. Every job refuses it with what to do and writes nothing."""
+    path = tmp_path / "notes.csv"
+    notes_frame(6_000).to_csv(path, index=False)
+    assert path.stat().st_size > 2**21  # 3 blocks at max_block_mb 1
+    features = [f"f{i}" for i in range(8)]
+    config = write_config(
+        tmp_path / "job.yaml", {"data": {"max_block_mb": 1, "features": features}}
+    )
+    out = tmp_path / "out"
+    result = run_cli(
+        *QUOTED_CUT_COMMANDS[job][:2],
+        "--config",
+        str(config),
+        *QUOTED_CUT_COMMANDS[job][2:],
+        *("--train", str(path), "--target", "label"),
+        *("--output", str(out), "--scheduler", dask_cluster.address),
+    )
+    assert_trains_or_refuses(
+        result, out, 3, "notes.csv' has a line break inside a quoted field where daskyard cut it"
+    )
+    assert "set data.max_block_mb to 3 or more" in result.first_error_line
+
+
+def test_a_csv_in_object_storage_cut_inside_quoted_fields_is_refused(s3_server, tmp_path):
+    """Through fsspec (S3 on moto): the block that ends inside a field, and the last
+    block, which starts inside one and whose end is the file's."""
+    local = tmp_path / "notes.csv"
+    notes_frame(3_000).to_csv(local, index=False)
+    url = f"s3://{s3_server.bucket}/notes/notes.csv"
+    s3_server.filesystem().put(str(local), url)
+    options = s3_server.storage_options
+    dtypes, _ = inspect_file(url, "csv", options)
+    plan = plan_columns([(url, dtypes)], "label", [f"f{i}" for i in range(8)], [], True, True)
+    blocks = in_blocks(list_source(url, "csv", options), [()], max_bytes=local.stat().st_size // 2)
+    assert len(blocks.files) == 2
+    for index, block in enumerate(blocks.files):
+        with pytest.raises(DataError, match="has a line break inside a quoted field"):
+            read_partition(block, index, "csv", options, plan, None)
