@@ -9,7 +9,8 @@ middle of it, and pyarrow's parser reads both without complaint when the field
 counts happen to fit (a quoted last column, say). So every block checks that the
 quotes in its lines are all closed where it ends, and a block that fails to parse
 checks whether it starts inside a field: a cut inside one is refused, with what to
-do, never read as other rows.
+do, never read as other rows. A row a block's message names is counted from the
+file's start in rows, not line breaks, for the same reason.
 
 Quotes are read as pyarrow's parser reads them (its defaults, which pandas'
 ``engine="pyarrow"`` keeps): a quote opens a quoted field only at the field's
@@ -53,20 +54,36 @@ def starts_inside_quotes(handle: Any, span: Span) -> bool:
     """Whether the block's first line starts inside a quoted field opened before it:
     the file's quotes read from its start. Reads the bytes before the block, so it
     runs only for a block that failed to parse."""
-    if span.first == 0:
-        return False
+    return span.first > 0 and scan(handle, _start(handle, span))[1]
+
+
+def rows_before(handle: Any, span: Span) -> int:
+    """The file's data rows before the block's first: the rows ended before it (its
+    line breaks but those inside quoted fields), but the header. Read for a message."""
+    return scan(handle, _start(handle, span))[0] - 1
+
+
+def _start(handle: Any, span: Span) -> int:
+    """Where read_block starts the block: past the first line break from its first
+    byte (past the header, for the first block: its own lines hold the header)."""
     handle.seek(span.first)
-    handle.readline()  # where read_block starts: past the first line break from here
-    start = handle.tell()
+    handle.readline()
+    return handle.tell()
+
+
+def scan(handle: Any, end: int) -> tuple[int, bool]:
+    """The rows ended in the file's first ``end`` bytes, and whether a quoted field
+    is open there, read from the file's start a chunk at a time. The byte before
+    ``end`` is a line break (or the file's last), so no chunk reads past it."""
     handle.seek(0)
-    inside, before = False, NEWLINE
-    while (left := start - handle.tell()) > 0:
-        chunk = handle.read(min(left, 2**24))
-        # A "" must not be split between two chunks; the block's start is no quote.
+    rows, inside, before = 0, False, NEWLINE
+    while (left := end - handle.tell()) > 0 and (chunk := handle.read(min(left, 2**24))):
+        # A "" must not be split between two chunks (the next byte decides a quote).
         while chunk.endswith(b'"') and (more := handle.read(1)):
             chunk += more
-        inside, before = open_quote_after(chunk, inside, before), chunk[-1]
-    return inside
+        ended, inside = quotes_and_rows(chunk, inside, before)
+        rows, before = rows + ended, chunk[-1]
+    return rows, inside
 
 
 def cut_inside_quotes(handle: Any, url: str, at: int) -> str:
@@ -82,27 +99,54 @@ def cut_inside_quotes(handle: Any, url: str, at: int) -> str:
 def open_quote_after(data: bytes, inside: bool = False, before: int = NEWLINE) -> bool:
     """Whether a quoted field is still open at the end of ``data``, which follows
     the byte ``before`` and starts inside a quoted field if ``inside``. ``data``
-    must not end in a quote whose meaning the next byte decides.
-
-    Read as runs of adjacent quotes, each of which maps the state (inside a quoted
-    field or not) to the next, so no loop over the quotes in Python: a run of even
-    length leaves it as it is (quotes of "" pairs, or an empty field ""); one of
-    odd length at a field's start flips it (opens a field, or closes one that held
-    the delimiter last); one of odd length elsewhere leaves the field closed
-    (closes one, or is a character of an unquoted field).
-    """
+    must not end in a quote whose meaning the next byte decides."""
     if b'"' not in data:  # the common case, at memchr's speed
         return inside
+    runs, open_after = _odd_runs(data, inside, before)
+    return bool(open_after[-1]) if len(runs) else inside
+
+
+def quotes_and_rows(data: bytes, inside: bool = False, before: int = NEWLINE) -> tuple[int, bool]:
+    """The rows that end in ``data`` (its line breaks outside quoted fields), and
+    whether a quoted field is open at its end; as ``open_quote_after``."""
+    runs, open_after = _odd_runs(data, inside, before) if b'"' in data else ((), ())
+    if not len(runs):  # no quote that changes the state: every line break or none
+        return (0 if inside else data.count(b"\n")), inside
     view = np.frombuffer(data, np.uint8)
-    quotes = np.concatenate(
-        [np.flatnonzero(view[at : at + _CHUNK] == QUOTE) + at for at in range(0, len(view), _CHUNK)]
-    )
+    breaks = np.concatenate([_find(view, at, NEWLINE) for at in range(0, len(view), _CHUNK)])
+    # A line break is inside a field if one is open after the last odd run before it.
+    last_run = np.searchsorted(runs, breaks) - 1
+    open_at = np.where(last_run >= 0, open_after[np.maximum(last_run, 0)], inside)
+    return int(np.count_nonzero(~open_at)), bool(open_after[-1])
+
+
+def _odd_runs(data: bytes, inside: bool, before: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each run of adjacent quotes of odd length starts, and whether a quoted
+    field is open after it.
+
+    A run maps the state (inside a quoted field or not) to the next, so no loop over
+    the quotes in Python: a run of even length leaves it as it is (quotes of ""
+    pairs, or an empty field ""); one of odd length at a field's start flips it
+    (opens a field, or closes one that held the delimiter last); one of odd length
+    elsewhere closes it (ends a field, or is a character of an unquoted one). So
+    after an odd run, a field is open if an odd number of flips came since the last
+    close (or, before any close, since the start, from ``inside``).
+    """
+    view = np.frombuffer(data, np.uint8)
+    quotes = np.concatenate([_find(view, at, QUOTE) for at in range(0, len(view), _CHUNK)])
     firsts = np.flatnonzero(np.diff(quotes, prepend=-2) != 1)  # where each run starts
     odd = np.diff(firsts, append=len(quotes)) % 2 == 1
-    starts = quotes[firsts]
+    starts = quotes[firsts[odd]]
     previous = np.where(starts > 0, view[np.maximum(starts - 1, 0)], before)
-    closes = np.flatnonzero(odd & ~np.isin(previous, _FIELD_STARTS))
-    if len(closes):  # the state after the last close: closed, then the flips after it
-        inside = False
-        odd = odd[closes[-1] + 1 :]  # every run of odd length here is at a field start
-    return bool(inside ^ (np.count_nonzero(odd) % 2))
+    closes = ~np.isin(previous, _FIELD_STARTS)
+    flips = np.cumsum(~closes)
+    index = np.arange(len(starts))
+    last_close = np.maximum.accumulate(np.where(closes, index, -1)) if len(starts) else index
+    since_close = flips - flips[np.maximum(last_close, 0)]
+    open_after = np.where(last_close >= 0, since_close % 2, (flips + inside) % 2) == 1
+    return starts, open_after
+
+
+def _find(view: np.ndarray, at: int, byte: int) -> np.ndarray:
+    """The positions of ``byte`` in one chunk of ``view`` from ``at``."""
+    return np.flatnonzero(view[at : at + _CHUNK] == byte) + at

@@ -27,7 +27,12 @@ from distributed import Client, Future
 
 from daskyard.artifacts import storage_failure, url_to_fs
 from daskyard.config import DataConfig
-from daskyard.csv_blocks import csv_lines, cut_inside_quotes, starts_inside_quotes
+from daskyard.csv_blocks import (
+    csv_lines,
+    cut_inside_quotes,
+    rows_before,
+    starts_inside_quotes,
+)
 from daskyard.errors import DataError
 from daskyard.file_blocks import (
     RowGroups,
@@ -305,21 +310,15 @@ def _rows_before(url: str, source_format: str, storage_options: dict[str, Any]) 
     """The file's data rows before a block's first (0 for a whole file): for the row
     numbers of its error messages, so they count from the file's start.
 
-    A CSV block's are counted in the bytes before it, read for a message only: the
-    lines before the first line break at or past its first byte (read_block's cut),
-    but for the header.
+    A CSV block's are counted in the bytes before it (``csv_blocks.rows_before``).
     """
     file_url, span = split_block_url(url)
     if span is None:
         return 0
     if source_format == "parquet":
         return span.first
-    breaks, left = 0, span.first
     with _open(file_url, storage_options) as handle:
-        while left > 0 and (chunk := handle.read(min(left, 2**24))):
-            breaks += chunk.count(b"\n")
-            left -= len(chunk)
-    return breaks
+        return rows_before(handle, span)
 
 
 def _read_csv(url: str, storage_options: dict[str, Any], columns: list[str]) -> pd.DataFrame:

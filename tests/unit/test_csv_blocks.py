@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from daskyard import csv_blocks
-from daskyard.csv_blocks import open_quote_after
+from daskyard.csv_blocks import open_quote_after, quotes_and_rows
 from daskyard.data import DataSource, inspect_file, plan_columns, read_partition
 from daskyard.errors import DataError
 from daskyard.file_blocks import in_blocks, split_block_url
@@ -43,10 +43,13 @@ def test_open_quote_after_reads_quotes_as_pyarrow_does(data, inside, expected):
     assert open_quote_after(data, inside) is expected
 
 
-def walk_quotes(data: bytes, inside: bool) -> bool:
-    """The same rules a quote at a time, as pyarrow's parser walks them."""
-    escaped = False
+def walk_quotes(data: bytes, inside: bool) -> tuple[int, bool]:
+    """The same rules a byte at a time, as pyarrow's parser walks them: the rows
+    ended (line breaks outside quoted fields), and whether a field is open."""
+    rows, escaped = 0, False
     for at, byte in enumerate(data):
+        if byte == ord("\n"):
+            rows += not inside
         if byte != ord('"'):
             continue
         if escaped:
@@ -57,17 +60,19 @@ def walk_quotes(data: bytes, inside: bool) -> bool:
             escaped = True
         else:
             inside = False
-    return inside
+    return rows, inside
 
 
-def test_open_quote_after_agrees_with_a_walk_over_every_quote(monkeypatch):
+def test_quotes_and_rows_agree_with_a_walk_over_every_byte(monkeypatch):
     monkeypatch.setattr(csv_blocks, "_CHUNK", 5)
     rng = np.random.default_rng(0)
-    alphabet = np.frombuffer(b'""",,\n\rab', np.uint8)
+    alphabet = np.frombuffer(b'""",,\n\n\rab', np.uint8)
     for _ in range(3_000):
         data = rng.choice(alphabet, size=rng.integers(1, 30)).tobytes() + b"\n"
         inside = bool(rng.integers(2))
-        assert open_quote_after(data, inside) is walk_quotes(data, inside), (data, inside)
+        expected = walk_quotes(data, inside)
+        assert quotes_and_rows(data, inside) == expected, (data, inside)
+        assert open_quote_after(data, inside) is expected[1], (data, inside)
 
 
 def text_frame(rows: int, seed: int, line_breaks: bool) -> pd.DataFrame:
@@ -93,10 +98,13 @@ def test_open_quote_after_finds_exactly_the_line_breaks_inside_fields(monkeypatc
     assert len(breaks) > len(row_ends) + 50  # plenty of line breaks inside fields
     for end in breaks:
         assert open_quote_after(data[:end]) is (end not in row_ends), end
+    assert quotes_and_rows(data) == (len(rows), False)
     # Read in two pieces at any line break, the state carries over.
     middle = breaks[len(breaks) // 2]
-    state = open_quote_after(data[:middle])
-    assert open_quote_after(data[middle:], state, data[middle - 1]) is False
+    ended, state = quotes_and_rows(data[:middle])
+    assert state is open_quote_after(data[:middle])
+    assert ended == sum(end <= middle for end in row_ends)
+    assert quotes_and_rows(data[middle:], state, data[middle - 1]) == (len(rows) - ended, False)
 
 
 def csv_blocks_of(frame: pd.DataFrame, path: Path, blocks: int) -> tuple[DataSource, object]:
@@ -155,3 +163,21 @@ def test_a_cut_inside_a_quoted_field_is_refused_with_what_to_do(tmp_path):
         pd.read_csv(io.BytesIO(data), engine="pyarrow")["note"].tolist() == frame["note"].tolist()
     )
     assert len(read_partition(str(path), 0, "csv", {}, plan, None)) == len(frame)
+
+
+def test_a_row_named_in_a_block_counts_the_rows_before_it_not_their_line_breaks(tmp_path):
+    """Notes with line breaks early in a file, plain rows after: a block of the plain
+    part names a bad value's row counted from the file's start, as rows."""
+    frame = text_frame(4_000, seed=6, line_breaks=False)
+    frame.loc[:999, "note"] = '"a\nb,\nc"'  # 3 lines each
+    frame["f1"] = frame["f1"].astype(object)
+    frame.loc[3_500, "f1"] = "oops"
+    path = tmp_path / "notes.csv"
+    frame.to_csv(path, index=False)
+    size = path.stat().st_size
+    dtypes, _ = inspect_file(str(path), "csv", {})
+    source = DataSource(str(path), (str(path),), "csv", "f", {}, (size,))
+    cut = in_blocks(source, [()], max_bytes=-(-size // 2))
+    plan = plan_columns([(str(path), dtypes)], "label", ["f0", "f1", "f2"], [], True, True)
+    with pytest.raises(DataError, match=r"holds 'oops' in data row 3501 "):
+        read_partition(cut.files[1], 1, "csv", {}, plan, None)
