@@ -45,7 +45,7 @@ def csv_lines(handle: Any, url: str, span: Span) -> bytes:
     end = handle.tell()
     # The file's last block ends where the file does: an open quote there is the
     # file's own (pandas reads it as a whole file would be read), not a cut's.
-    if handle.read(1) and open_quote_after(lines):
+    if end < handle.seek(0, 2) and open_quote_after(lines):
         raise DataError(cut_inside_quotes(handle, url, end))
     return lines if span.first == 0 else header + lines
 
@@ -140,8 +140,7 @@ def _odd_runs(data: bytes, inside: bool, before: int) -> tuple[np.ndarray, np.nd
     previous = np.where(starts > 0, view[np.maximum(starts - 1, 0)], before)
     closes = ~np.isin(previous, _FIELD_STARTS)
     flips = np.cumsum(~closes)
-    index = np.arange(len(starts))
-    last_close = np.maximum.accumulate(np.where(closes, index, -1)) if len(starts) else index
+    last_close = np.maximum.accumulate(np.where(closes, np.arange(len(starts)), -1))
     since_close = flips - flips[np.maximum(last_close, 0)]
     open_after = np.where(last_close >= 0, since_close % 2, (flips + inside) % 2) == 1
     return starts, open_after
