@@ -12,7 +12,7 @@ import pytest
 
 from daskyard import csv_blocks
 from daskyard.csv_blocks import open_quote_after, quotes_and_rows
-from daskyard.data import DataSource, inspect_file, plan_columns, read_partition
+from daskyard.data import ColumnPlan, DataSource, inspect_file, plan_columns, read_partition
 from daskyard.errors import DataError
 from daskyard.file_blocks import in_blocks, split_block_url
 from tests.conftest import classification_frame
@@ -107,7 +107,8 @@ def test_open_quote_after_finds_exactly_the_line_breaks_inside_fields(monkeypatc
     assert quotes_and_rows(data[middle:], state, data[middle - 1]) == (len(rows) - ended, False)
 
 
-def csv_blocks_of(frame: pd.DataFrame, path: Path, blocks: int) -> tuple[DataSource, object]:
+def csv_blocks_of(frame: pd.DataFrame, path: Path, blocks: int) -> tuple[DataSource, ColumnPlan]:
+    """The frame as a CSV file cut into ``blocks`` blocks, and its columns' plan."""
     frame.to_csv(path, index=False)
     size = path.stat().st_size
     dtypes, _ = inspect_file(str(path), "csv", {})
@@ -172,12 +173,6 @@ def test_a_row_named_in_a_block_counts_the_rows_before_it_not_their_line_breaks(
     frame.loc[:999, "note"] = '"a\nb,\nc"'  # 3 lines each
     frame["f1"] = frame["f1"].astype(object)
     frame.loc[3_500, "f1"] = "oops"
-    path = tmp_path / "notes.csv"
-    frame.to_csv(path, index=False)
-    size = path.stat().st_size
-    dtypes, _ = inspect_file(str(path), "csv", {})
-    source = DataSource(str(path), (str(path),), "csv", "f", {}, (size,))
-    cut = in_blocks(source, [()], max_bytes=-(-size // 2))
-    plan = plan_columns([(str(path), dtypes)], "label", ["f0", "f1", "f2"], [], True, True)
+    cut, plan = csv_blocks_of(frame, tmp_path / "notes.csv", blocks=2)
     with pytest.raises(DataError, match=r"holds 'oops' in data row 3501 "):
         read_partition(cut.files[1], 1, "csv", {}, plan, None)
