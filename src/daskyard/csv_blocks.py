@@ -46,15 +46,19 @@ def csv_lines(handle: Any, url: str, span: Span) -> bytes:
     # The file's last block ends where the file does: an open quote there is the
     # file's own (pandas reads it as a whole file would be read), not a cut's.
     if end < handle.seek(0, 2) and open_quote_after(lines):
-        raise DataError(cut_inside_quotes(handle, url, end))
+        raise DataError(_cut_inside_quotes(handle, url, end))
     return lines if span.first == 0 else header + lines
 
 
-def starts_inside_quotes(handle: Any, span: Span) -> bool:
-    """Whether the block's first line starts inside a quoted field opened before it:
-    the file's quotes read from its start. Reads the bytes before the block, so it
-    runs only for a block that failed to parse."""
-    return span.first > 0 and scan(handle, _start(handle, span))[1]
+def refuse_a_start_inside_quotes(handle: Any, url: str, span: Span) -> None:
+    """Refused if the block's first line starts inside a quoted field opened before
+    it: the file's quotes read from its start. Reads the bytes before the block, so
+    it runs only for a block that failed to parse."""
+    if span.first == 0:
+        return
+    start = _start(handle, span)
+    if scan(handle, start)[1]:
+        raise DataError(_cut_inside_quotes(handle, url, start))
 
 
 def rows_before(handle: Any, span: Span) -> int:
@@ -86,7 +90,7 @@ def scan(handle: Any, end: int) -> tuple[int, bool]:
     return rows, inside
 
 
-def cut_inside_quotes(handle: Any, url: str, at: int) -> str:
+def _cut_inside_quotes(handle: Any, url: str, at: int) -> str:
     """The one line that refuses a cut at byte ``at`` inside a quoted field."""
     size_mib = -(-handle.seek(0, 2) // 2**20)
     return (

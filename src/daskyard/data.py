@@ -27,12 +27,7 @@ from distributed import Client, Future
 
 from daskyard.artifacts import storage_failure, url_to_fs
 from daskyard.config import DataConfig
-from daskyard.csv_blocks import (
-    csv_lines,
-    cut_inside_quotes,
-    rows_before,
-    starts_inside_quotes,
-)
+from daskyard.csv_blocks import csv_lines, refuse_a_start_inside_quotes, rows_before
 from daskyard.errors import DataError
 from daskyard.file_blocks import (
     RowGroups,
@@ -332,8 +327,8 @@ def _read_csv(url: str, storage_options: dict[str, Any], columns: list[str]) -> 
             return pd.read_csv(data, usecols=columns, engine="pyarrow")
         except Exception:
             # A block cut inside a quoted field: say so, not what its half row broke.
-            if span is not None and starts_inside_quotes(handle, span):
-                raise DataError(cut_inside_quotes(handle, file_url, handle.tell())) from None
+            if span is not None:
+                refuse_a_start_inside_quotes(handle, file_url, span)
             raise
 
 
