@@ -81,31 +81,33 @@ def _inputs(rows: pd.DataFrame, spec: BlockSpec) -> Any:
     return _scaled(features, spec.scaler) if spec.scaler is not None else _row_major(features)
 
 
-def _row_major(features: pd.DataFrame) -> pd.DataFrame:
-    """The same frame (names and all, for the estimator), its values laid out row
-    after row, with one copy on the loading worker.
+def _row_major_values(features: pd.DataFrame) -> np.ndarray:
+    """The features' values laid out row after row: one copy, on the loading worker.
 
     A frame read from Parquet is column-major, and scikit-learn's SGD (most
-    partial_fit) copied it row-major on every call, on the fitting worker, the
-    serial chain: 500k x 28 float32, one SGD partial_fit took 188 ms from the
-    column-major frame, 166 ms from this one (the copy here, 17 ms, runs while
-    the other worker fits).
+    partial_fit) copied it row-major on every call (again for a cached block), on
+    the fitting worker, the serial chain: 500k x 28 float32, one SGD partial_fit
+    took 188 ms from the column-major frame, 166 ms from a row-major one (the copy
+    here, 17 ms, runs while the other worker fits).
     """
-    values = np.array(features.to_numpy(), order="C")
+    return np.array(features.to_numpy(), order="C")
+
+
+def _row_major(features: pd.DataFrame) -> pd.DataFrame:
+    """The same frame (names and all, for the estimator), row-major."""
+    values = _row_major_values(features)
     return pd.DataFrame(values, columns=features.columns, index=features.index, copy=False)
 
 
 def _scaled(features: pd.DataFrame, scaler: StandardScaler) -> np.ndarray:
     """``scaler.transform(features)`` as one row-major array, made with one copy.
 
-    Row-major is what scikit-learn's SGD and most partial_fit want: they copied
-    a column-major block on every call (again for a cached block), on the fitting
-    worker. transform() itself copies the frame's column-major block and the
-    row-major copy came on top; this copies once and scales in place with
+    transform() itself copies the frame's column-major block, and a row-major copy
+    came on top; this copies once (``_row_major_values``) and scales in place with
     transform()'s own arithmetic (mean and scale cast to the input's float dtype,
     then ``X -= mean_; X /= scale_``), so the values are identical, bit for bit.
     """
-    values = np.array(features.to_numpy(), order="C")
+    values = _row_major_values(features)
     if scaler.with_mean:
         values -= scaler.mean_.astype(values.dtype)
     if scaler.with_std:
